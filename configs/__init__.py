@@ -1,0 +1,1 @@
+"""EffSSL Hydra configs, installed as ``effssl_plugin.configs``."""

@@ -1,0 +1,264 @@
+"""The EffSSL memory bank: one unit-norm row per training image, in pure PyTorch.
+
+The bank ``W`` (``N x D``) is a persistent buffer, stored in float32, float16 or bfloat16;
+all arithmetic is float32. Two update rules are provided:
+
+* NPID's EMA (:meth:`MemoryBank.update_ema`)::
+
+      w_i <- normalize(m * w_i + (1 - m) * mean_{j: idx_j = i} z_j)
+
+* the paper's gradient-following correction (:meth:`MemoryBank.update_grad`)::
+
+      Delta = (Y - P)^T Z                       (= -tau * B * dL_CE / dW_C)
+      w_c   <- normalize(w_c + eta * Delta_c)   for every column c,  eta = (1 - m) / m
+
+When ``torch.distributed`` is initialised every update is a collective that leaves all
+replicas bit-identical: the EMA gathers indexes and features from all ranks, the gradient
+rule all-reduces ``Delta`` over columns that every rank chose identically.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from effssl_plugin.distributed import all_gather_cat, all_reduce_sum_, is_distributed
+
+__all__ = ["MemoryBank", "BANK_DTYPES", "ce_bank_delta"]
+
+BANK_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def _segment_mean(values: Tensor, inverse: Tensor, num_segments: int) -> Tensor:
+    """Mean of ``values`` rows grouped by ``inverse``, deterministic on every device.
+
+    Unique groups are a permutation (no arithmetic); duplicates use a one-hot matmul
+    instead of atomic ``index_add_`` so that replicas on different ranks agree bit-wise.
+    """
+    if inverse.numel() == num_segments:
+        out = torch.empty((num_segments, values.shape[1]), dtype=values.dtype, device=values.device)
+        out[inverse] = values
+        return out
+    assign = F.one_hot(inverse, num_segments).to(values.dtype).t()  # U x B
+    return (assign @ values) / assign.sum(dim=1, keepdim=True)
+
+
+def ce_bank_delta(z: Tensor, probs: Tensor, targets: Tensor) -> Tensor:
+    """``Delta = (Y - P)^T Z``: minus ``tau * B`` times the gradient of the batch-mean CE.
+
+    For ``L = mean_i CE(z_i W_C^T / tau, y_i)`` with soft targets ``Y`` and
+    ``P = softmax(Z W_C^T / tau)``: ``dL/dW_C = (P - Y)^T Z / (tau * B)``.
+
+    Args:
+        z: ``B x D`` features (normalised).
+        probs: ``B x |C|`` softmax probabilities ``P``.
+        targets: ``B x |C|`` target weights ``Y`` (rows sum to 1).
+
+    Returns:
+        ``|C| x D`` float32 tensor.
+    """
+    return (targets.float() - probs.float()).t() @ z.detach().float()
+
+
+class MemoryBank(nn.Module):
+    """``N x D`` bank of unit-norm rows, indexed by dataset index.
+
+    Buffers (all persistent, so they travel in checkpoints):
+        weight: the rows, in ``dtype``.
+        filled: whether the bank has been initialised (calibrated or randomised).
+        last_write: for each row, the value of ``num_updates`` right after it was last
+            written (``-1`` = never; rows filled before training get 0).
+        num_updates: the number of updates applied so far.
+    """
+
+    weight: Tensor
+    filled: Tensor
+    last_write: Tensor
+    num_updates: Tensor
+
+    def __init__(self, num_samples: int, dim: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if int(num_samples) <= 0:
+            raise ValueError(f"num_samples must be > 0, got {num_samples}")
+        if int(dim) <= 0:
+            raise ValueError(f"dim must be > 0, got {dim}")
+        if dtype not in BANK_DTYPES.values():
+            raise ValueError(f"dtype must be one of {list(BANK_DTYPES)}, got {dtype}")
+        self.register_buffer("weight", torch.zeros(int(num_samples), int(dim), dtype=dtype))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("last_write", torch.full((int(num_samples),), -1, dtype=torch.long))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def num_samples(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[1]
+
+    def extra_repr(self) -> str:
+        return f"num_samples={self.num_samples}, dim={self.dim}, dtype={self.weight.dtype}"
+
+    # ------------------------------------------------------------------ writes
+    def _check_indexes(self, indexes: Tensor) -> Tensor:
+        indexes = indexes.to(device=self.weight.device, dtype=torch.long).view(-1)
+        if indexes.numel() and (indexes.min() < 0 or indexes.max() >= self.num_samples):
+            raise IndexError(
+                f"bank index out of range: got [{int(indexes.min())}, {int(indexes.max())}], "
+                f"the bank has {self.num_samples} rows"
+            )
+        return indexes
+
+    @torch.no_grad()
+    def _write_(self, rows: Tensor | None, values: Tensor) -> None:
+        """``W[rows] <- normalize(values)``; ``rows=None`` means every row in order."""
+        values = F.normalize(values.float(), dim=1).to(self.weight.dtype)
+        if rows is None:
+            self.weight.copy_(values)
+            self.last_write.fill_(int(self.num_updates))
+        else:
+            self.weight[rows] = values
+            self.last_write[rows] = self.num_updates
+
+    @torch.no_grad()
+    def fill_(self, indexes: Tensor, z: Tensor, sync: bool = True) -> None:
+        """Writes ``W[i] = normalize(mean of z_j with idx_j = i)`` (calibration pass).
+
+        Under ``torch.distributed`` (and ``sync=True``) the rows of all ranks are gathered
+        first, so every replica receives every rank's features.
+        """
+        indexes = self._check_indexes(indexes)
+        z = z.detach().float()
+        if sync and is_distributed():
+            indexes, z = all_gather_cat(indexes), all_gather_cat(z)
+        uniq, inverse = torch.unique(indexes, return_inverse=True)
+        self._write_(uniq, _segment_mean(z, inverse, uniq.numel()))
+
+    @torch.no_grad()
+    def reset_random_(self, generator: torch.Generator | None = None) -> None:
+        """Fills every row with a random unit vector and marks the bank filled.
+
+        Under ``torch.distributed`` rank 0's rows are broadcast so replicas agree.
+        """
+        device = generator.device if generator is not None else self.weight.device
+        rows = torch.randn(self.num_samples, self.dim, generator=generator, device=device)
+        self._write_(None, rows.to(self.weight.device))
+        if is_distributed():
+            torch.distributed.broadcast(self.weight, src=0)
+        self.filled.fill_(True)
+
+    def mark_filled_(self) -> None:
+        self.filled.fill_(True)
+
+    # ----------------------------------------------------------------- columns
+    @torch.no_grad()
+    def columns(
+        self,
+        batch_indexes: Tensor,
+        num_negatives: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The logit columns for one step.
+
+        Returns ``(cols, pos)``: ``cols`` lists the batch's own rows first (deduplicated,
+        ascending), then ``num_negatives`` rows drawn uniformly without replacement from
+        the rows not in the batch (ascending); ``num_negatives < 0`` takes every other row.
+        ``pos[i]`` is the column of sample ``i``. Deterministic for a given generator.
+
+        Raises:
+            ValueError: when more negatives are asked for than rows outside the batch.
+        """
+        indexes = self._check_indexes(batch_indexes)
+        uniq, pos = torch.unique(indexes, sorted=True, return_inverse=True)
+        num_free = self.num_samples - uniq.numel()
+        if num_negatives < 0 or num_negatives == num_free:
+            free = torch.ones(self.num_samples, dtype=torch.bool, device=uniq.device)
+            free[uniq] = False
+            negatives = free.nonzero().view(-1)
+        elif num_negatives > num_free:
+            raise ValueError(
+                f"num_negatives={num_negatives} is more than the {num_free} bank rows outside "
+                f"the batch (bank rows: {self.num_samples}, distinct batch rows: {uniq.numel()}); "
+                "use a smaller value or -1 for all rows"
+            )
+        else:
+            device = generator.device if generator is not None else uniq.device
+            draw = torch.randperm(num_free, generator=generator, device=device)[:num_negatives]
+            draw = draw.to(uniq.device).sort().values
+            # the r-th free row is r + #{j : uniq[j] - j <= r}
+            shift = uniq - torch.arange(uniq.numel(), device=uniq.device)
+            negatives = draw + torch.searchsorted(shift, draw, right=True)
+        return torch.cat([uniq, negatives]), pos
+
+    # ----------------------------------------------------------------- updates
+    @torch.no_grad()
+    def update_ema(self, indexes: Tensor, z: Tensor, momentum: float = 0.5) -> None:
+        """NPID's rule ``w_i <- normalize(m * w_i + (1 - m) * z_i)`` for the batch rows.
+
+        A row that appears several times moves once, toward the mean of its features.
+        Under ``torch.distributed`` indexes and features are gathered from all ranks.
+        """
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        indexes = self._check_indexes(indexes)
+        z = z.detach().float()
+        if is_distributed():
+            indexes, z = all_gather_cat(indexes), all_gather_cat(z)
+        uniq, inverse = torch.unique(indexes, return_inverse=True)
+        z_mean = _segment_mean(z, inverse, uniq.numel())
+        self.num_updates += 1
+        self._write_(uniq, momentum * self.weight[uniq].float() + (1.0 - momentum) * z_mean)
+
+    @torch.no_grad()
+    def update_grad(
+        self,
+        cols: Tensor | None,
+        z: Tensor,
+        probs: Tensor,
+        targets: Tensor,
+        momentum: float = 0.5,
+    ) -> None:
+        """The corrected rule that follows the CE gradient with respect to the bank.
+
+        ``Delta = (Y - P)^T Z`` (``|C| x D``), then ``w_c <- normalize(w_c + eta * Delta_c)``
+        for every column ``c`` with ``eta = (1 - m) / m``. ``Z`` is ``B x D`` normalised
+        features, ``P`` the ``B x |C|`` softmax of the CE logits and ``Y`` the ``B x |C|``
+        target weights (one-hot, or ``lam`` / ``1 - lam`` with CutMix). ``Delta`` equals
+        ``-tau * B * dL/dW_C`` for the batch-mean CE, so negatives move too. With ``P = 0``
+        and unique one-hot targets it is exactly :meth:`update_ema`.
+
+        ``cols`` must be the same on every rank (and duplicate-free); ``None`` means all
+        rows in index order. Under ``torch.distributed`` ``Delta`` is summed over ranks.
+        """
+        if not 0.0 < momentum < 1.0:
+            raise ValueError(f"momentum must be in (0, 1), got {momentum}")
+        eta = (1.0 - momentum) / momentum
+        delta = all_reduce_sum_(ce_bank_delta(z, probs, targets))
+        self.num_updates += 1
+        if cols is None:
+            self._write_(None, self.weight.float() + eta * delta)
+        else:
+            cols = self._check_indexes(cols)
+            self._write_(cols, self.weight[cols].float() + eta * delta)
+
+    # ------------------------------------------------------------------- stats
+    @torch.no_grad()
+    def staleness(self) -> Tensor:
+        """Mean number of updates since each row was last written (float32, 0-d)."""
+        return (self.num_updates - self.last_write).float().mean()
+
+    @torch.no_grad()
+    def fraction_written_after(self, update: int) -> Tensor:
+        """Fraction of rows written by an update numbered above ``update`` (float32, 0-d).
+
+        ``fraction_written_after(n)`` with ``n`` the value of ``num_updates`` at the start
+        of an epoch gives the fraction of rows written during that epoch.
+        """
+        return (self.last_write > update).float().mean()

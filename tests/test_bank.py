@@ -1,0 +1,244 @@
+"""MemoryBank: columns, update rules, dtypes, against brute force and autograd."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from effssl_plugin.bank import MemoryBank, ce_bank_delta
+from effssl_plugin.losses import instance_ce_loss
+
+
+def random_bank(n=50, d=8, dtype=torch.float32, seed=0):
+    bank = MemoryBank(n, d, dtype=dtype)
+    bank.reset_random_(torch.Generator().manual_seed(seed))
+    return bank
+
+
+# ------------------------------------------------------------------ construction
+def test_buffers_are_persistent_and_bank_starts_unfilled():
+    bank = MemoryBank(10, 4)
+    assert set(bank.state_dict()) == {"weight", "filled", "last_write", "num_updates"}
+    assert not bool(bank.filled)
+    bank.reset_random_()
+    assert bool(bank.filled)
+    torch.testing.assert_close(bank.weight.norm(dim=1), torch.ones(10))
+
+
+@pytest.mark.parametrize("args", [(0, 4), (10, 0), (-1, 3)])
+def test_invalid_shapes_raise(args):
+    with pytest.raises(ValueError):
+        MemoryBank(*args)
+
+
+def test_invalid_dtype_raises():
+    with pytest.raises(ValueError, match="dtype"):
+        MemoryBank(4, 4, dtype=torch.float64)
+
+
+def test_fill_writes_normalised_rows_and_means_duplicates():
+    bank = MemoryBank(6, 3)
+    z = torch.tensor([[3.0, 0, 0], [0, 2.0, 0], [0, 0, 5.0], [0, 4.0, 0]])
+    bank.fill_(torch.tensor([0, 2, 5, 0]), z)
+    torch.testing.assert_close(bank.weight[0], F.normalize(torch.tensor([1.5, 2.0, 0]), dim=0))
+    torch.testing.assert_close(bank.weight[2], torch.tensor([0, 1.0, 0]))
+    torch.testing.assert_close(bank.weight[5], torch.tensor([0, 0, 1.0]))
+    assert bank.weight[1].abs().sum() == 0  # untouched rows stay untouched
+    assert bank.last_write.tolist() == [0, -1, 0, -1, -1, 0]
+
+
+def test_out_of_range_index_is_a_clear_error():
+    bank = MemoryBank(5, 2)
+    with pytest.raises(IndexError, match="5 rows"):
+        bank.fill_(torch.tensor([5]), torch.ones(1, 2))
+
+
+# ----------------------------------------------------------------------- columns
+def brute_force_check(bank, batch, k, cols, pos):
+    n = bank.num_samples
+    uniq = sorted(set(batch.tolist()))
+    cols_l = cols.tolist()
+    assert cols_l[: len(uniq)] == uniq, "batch rows first, deduplicated"
+    assert len(set(cols_l)) == len(cols_l), "no duplicate columns"
+    negatives = cols_l[len(uniq) :]
+    assert not set(negatives) & set(uniq), "no batch row among the negatives"
+    assert all(0 <= c < n for c in negatives)
+    expected_k = n - len(uniq) if k < 0 else k
+    assert len(negatives) == expected_k
+    assert [cols_l[p] for p in pos.tolist()] == batch.tolist(), "pos[i] is sample i's column"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_columns_random_cases_match_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(2, 60, (1,), generator=g))
+    bank = MemoryBank(n, 4)
+    batch = torch.randint(0, n, (int(torch.randint(1, n + 1, (1,), generator=g)),), generator=g)
+    free = n - batch.unique().numel()
+    for k in {0, free // 2, free, -1}:
+        cols, pos = bank.columns(batch, k, torch.Generator().manual_seed(seed))
+        brute_force_check(bank, batch, k, cols, pos)
+
+
+def test_columns_negatives_are_uniform_over_free_rows():
+    bank = MemoryBank(12, 2)
+    batch = torch.tensor([0, 5, 11, 5])
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(12)
+    trials = 6000
+    for _ in range(trials):
+        cols, _ = bank.columns(batch, 3, g)
+        counts[cols[3:]] += 1
+    assert counts[[0, 5, 11]].sum() == 0
+    freq = counts[[i for i in range(12) if i not in (0, 5, 11)]] / trials
+    # each of the 9 free rows is drawn with probability 3/9
+    torch.testing.assert_close(freq, torch.full_like(freq, 1 / 3), atol=0.03, rtol=0)
+
+
+def test_columns_deterministic_for_a_generator():
+    bank = MemoryBank(1000, 2)
+    batch = torch.randperm(1000)[:64]
+    a = bank.columns(batch, 100, torch.Generator().manual_seed(7))
+    b = bank.columns(batch, 100, torch.Generator().manual_seed(7))
+    c = bank.columns(batch, 100, torch.Generator().manual_seed(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_columns_too_many_negatives_is_a_value_error():
+    bank = MemoryBank(10, 2)
+    with pytest.raises(ValueError, match="num_negatives=8 is more than the 7"):
+        bank.columns(torch.tensor([1, 2, 3, 3]), 8)
+
+
+# ----------------------------------------------------------------------- updates
+def test_update_ema_matches_formula_and_moves_duplicates_once_toward_mean():
+    bank = random_bank()
+    before = bank.weight.clone()
+    g = torch.Generator().manual_seed(1)
+    z = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    idx = torch.tensor([3, 7, 3, 9])
+    bank.update_ema(idx, z, momentum=0.5)
+    expected3 = F.normalize(0.5 * before[3] + 0.5 * (z[0] + z[2]) / 2, dim=0)
+    expected7 = F.normalize(0.5 * before[7] + 0.5 * z[1], dim=0)
+    torch.testing.assert_close(bank.weight[3], expected3)
+    torch.testing.assert_close(bank.weight[7], expected7)
+    untouched = [i for i in range(50) if i not in (3, 7, 9)]
+    assert torch.equal(bank.weight[untouched], before[untouched])
+    assert int(bank.num_updates) == 1 and bank.last_write[3] == 1 and bank.last_write[0] == 0
+
+
+def test_update_ema_duplicates_are_not_last_write_wins():
+    bank = random_bank()
+    z = F.normalize(torch.randn(2, 8), dim=1)
+    bank2 = random_bank()
+    bank.update_ema(torch.tensor([4, 4]), z)
+    bank2.update_ema(torch.tensor([4]), z[1:])  # what last-write-wins would give
+    assert not torch.allclose(bank.weight[4], bank2.weight[4])
+
+
+def soft_targets(pos, pos_b, lam, num_cols):
+    y = lam * F.one_hot(pos, num_cols).double()
+    if pos_b is not None:
+        y = y + (1 - lam) * F.one_hot(pos_b, num_cols).double()
+    return y
+
+
+@pytest.mark.parametrize("cutmix", [False, True])
+def test_delta_equals_minus_tau_b_times_autograd_gradient(cutmix):
+    g = torch.Generator().manual_seed(5)
+    bsz, ncols, dim, tau, lam = 6, 15, 8, 0.2, 0.7
+    w_c = F.normalize(torch.randn(ncols, dim, generator=g, dtype=torch.float64), dim=1)
+    w_c.requires_grad_()
+    z = F.normalize(torch.randn(bsz, dim, generator=g, dtype=torch.float64), dim=1)
+    pos = torch.randperm(ncols, generator=g)[:bsz]
+    pos_b = pos[torch.randperm(bsz, generator=g)] if cutmix else None
+    logits = z @ w_c.t()
+    loss = instance_ce_loss(logits, pos, tau, target_b=pos_b, lam=lam if cutmix else 1.0)
+    (grad,) = torch.autograd.grad(loss, w_c)
+    probs = F.softmax(logits.detach() / tau, dim=1)
+    y = soft_targets(pos, pos_b, lam if cutmix else 1.0, ncols)
+    delta = ce_bank_delta(z.float(), probs.float(), y.float())
+    torch.testing.assert_close(delta.double(), -tau * bsz * grad, rtol=1e-4, atol=1e-5)
+
+
+def test_update_grad_applies_normalised_step_to_every_column():
+    bank = random_bank(n=30, d=6)
+    before = bank.weight.clone()
+    g = torch.Generator().manual_seed(2)
+    cols, pos = bank.columns(torch.tensor([1, 4, 9]), 10, g)
+    z = F.normalize(torch.randn(3, 6, generator=g), dim=1)
+    probs = F.softmax(z @ before[cols].t() / 0.2, dim=1)
+    y = F.one_hot(pos, cols.numel()).float()
+    bank.update_grad(cols, z, probs, y, momentum=0.5)
+    expected = F.normalize(before[cols] + 1.0 * (y - probs).t() @ z, dim=1)
+    torch.testing.assert_close(bank.weight[cols], expected)
+    others = [i for i in range(30) if i not in cols.tolist()]
+    assert torch.equal(bank.weight[others], before[others])
+    # negatives moved too
+    assert not torch.allclose(bank.weight[cols[3:]], before[cols[3:]])
+
+
+@pytest.mark.parametrize("momentum", [0.3, 0.5, 0.9])
+def test_update_grad_with_zero_probs_reproduces_ema(momentum):
+    bank_a, bank_b = random_bank(seed=3), random_bank(seed=3)
+    g = torch.Generator().manual_seed(4)
+    idx = torch.randperm(50, generator=g)[:10]
+    z = F.normalize(torch.randn(10, 8, generator=g), dim=1)
+    cols, pos = bank_a.columns(idx, 5, g)
+    bank_a.update_grad(cols, z, torch.zeros(10, cols.numel()), F.one_hot(pos, cols.numel()), momentum)
+    bank_b.update_ema(idx, z, momentum)
+    torch.testing.assert_close(bank_a.weight, bank_b.weight, atol=1e-6, rtol=0)
+
+
+def test_update_grad_all_rows_path_matches_explicit_columns():
+    bank_a, bank_b = random_bank(seed=6), random_bank(seed=6)
+    g = torch.Generator().manual_seed(1)
+    idx = torch.tensor([2, 8, 30])
+    z = F.normalize(torch.randn(3, 8, generator=g), dim=1)
+    probs = F.softmax(z @ bank_a.weight.t() / 0.2, dim=1)  # columns in index order
+    y = F.one_hot(idx, 50).float()
+    bank_a.update_grad(None, z, probs, y)
+    cols, pos = bank_b.columns(idx, -1)
+    bank_b.update_grad(cols, z, probs[:, cols], y[:, cols])
+    torch.testing.assert_close(bank_a.weight, bank_b.weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_banks_keep_rows_unit_norm(dtype):
+    bank = random_bank(n=200, d=64, dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    for step in range(30):
+        idx = torch.randint(0, 200, (16,), generator=g)
+        z = F.normalize(torch.randn(16, 64, generator=g), dim=1)
+        if step % 2:
+            bank.update_ema(idx, z, 0.5)
+        else:
+            cols, pos = bank.columns(idx, 20, g)
+            probs = F.softmax(z @ bank.weight[cols].float().t() / 0.2, 1)
+            bank.update_grad(cols, z, probs, F.one_hot(pos, cols.numel()), 0.5)
+    assert bank.weight.dtype == dtype
+    norms = bank.weight.float().norm(dim=1)
+    assert (norms - 1).abs().max() < 1e-2
+
+
+def test_staleness_and_fraction_written():
+    bank = random_bank(n=10, d=2)
+    assert bank.staleness().item() == 0.0
+    bank.update_ema(torch.tensor([0, 1]), torch.ones(2, 2))
+    bank.update_ema(torch.tensor([0]), torch.ones(1, 2))
+    # row 0 written at update 2, row 1 at 1, the 8 others at 0 (filled)
+    assert bank.staleness().item() == pytest.approx((0 + 1 + 8 * 2) / 10)
+    assert bank.fraction_written_after(0).item() == pytest.approx(0.2)
+    assert bank.fraction_written_after(1).item() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_ema_momentum_range(bad):
+    with pytest.raises(ValueError, match="momentum"):
+        random_bank().update_ema(torch.tensor([0]), torch.ones(1, 8), bad)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0])
+def test_grad_momentum_range(bad):
+    with pytest.raises(ValueError, match="momentum"):
+        random_bank().update_grad(torch.tensor([0]), torch.ones(1, 8), torch.zeros(1, 1), torch.ones(1, 1), bad)
