@@ -1,0 +1,43 @@
+"""EffSSL for solo-learn: single-branch self-supervised learning with a memory bank.
+
+Importing this package is light: it imports neither solo-learn nor Lightning.
+:func:`register` plugs the method into solo-learn.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["register", "__version__"]
+
+_registered = False
+
+
+def register() -> None:
+    """Registers EffSSL with solo-learn; idempotent.
+
+    Adds ``"effssl"`` to ``solo.methods.METHODS`` and a ``"timm"`` backbone factory to
+    ``BaseMethod._BACKBONES`` (any ``timm.list_models()`` name via
+    ``backbone.kwargs.model_name``). With torchmetrics >= 1.0 it also points solo-learn's
+    ``WeightedKNNClassifier`` name at a compatible subclass with the same math, which
+    solo-learn's own class (it passes ``compute_on_step``) needs to run at all.
+    """
+    global _registered
+    if _registered:
+        return
+    import solo.methods.base as solo_base
+    import solo.utils.knn as solo_knn
+    import torchmetrics
+    from packaging.version import Version
+    from solo.methods import METHODS
+
+    from effssl_plugin.backbones import timm_backbone
+    from effssl_plugin.method import EffSSL
+
+    METHODS["effssl"] = EffSSL
+    solo_base.BaseMethod._BACKBONES["timm"] = timm_backbone
+    if Version(torchmetrics.__version__) >= Version("1.0"):
+        from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+        solo_base.WeightedKNNClassifier = WeightedKNNClassifierTM1
+        solo_knn.WeightedKNNClassifier = WeightedKNNClassifierTM1
+    _registered = True

@@ -47,7 +47,7 @@ def all_gather_cat(tensor: Tensor, return_offset: bool = False) -> Tensor | tupl
         tensor = torch.cat([tensor, pad])
     parts = [torch.empty_like(tensor) for _ in range(n)]
     dist.all_gather(parts, tensor)
-    out = torch.cat([p[:c] for p, c in zip(parts, counts)])
+    out = torch.cat([p[:c] for p, c in zip(parts, counts, strict=False)])
     if return_offset:
         return out, sum(counts[: rank()])
     return out

@@ -6,7 +6,6 @@ rows) and do their arithmetic in float32, so they are safe under autocast.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

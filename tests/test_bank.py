@@ -185,7 +185,9 @@ def test_update_grad_with_zero_probs_reproduces_ema(momentum):
     idx = torch.randperm(50, generator=g)[:10]
     z = F.normalize(torch.randn(10, 8, generator=g), dim=1)
     cols, pos = bank_a.columns(idx, 5, g)
-    bank_a.update_grad(cols, z, torch.zeros(10, cols.numel()), F.one_hot(pos, cols.numel()), momentum)
+    bank_a.update_grad(
+        cols, z, torch.zeros(10, cols.numel()), F.one_hot(pos, cols.numel()), momentum
+    )
     bank_b.update_ema(idx, z, momentum)
     torch.testing.assert_close(bank_a.weight, bank_b.weight, atol=1e-6, rtol=0)
 
@@ -241,4 +243,6 @@ def test_ema_momentum_range(bad):
 @pytest.mark.parametrize("bad", [0.0, 1.0])
 def test_grad_momentum_range(bad):
     with pytest.raises(ValueError, match="momentum"):
-        random_bank().update_grad(torch.tensor([0]), torch.ones(1, 8), torch.zeros(1, 1), torch.ones(1, 1), bad)
+        random_bank().update_grad(
+            torch.tensor([0]), torch.ones(1, 8), torch.zeros(1, 1), torch.ones(1, 1), bad
+        )

@@ -20,7 +20,9 @@ def reference_sqrt_kl(logits: torch.Tensor, power: float, temperature: float) ->
         pa = [v**power for v in p]
         usum = sum(pa)
         u = [v / usum for v in pa]
-        total += sum(pi * (math.log(pi) - math.log(ui)) for pi, ui in zip(p, u) if pi > 0)
+        total += sum(
+            pi * (math.log(pi) - math.log(ui)) for pi, ui in zip(p, u, strict=False) if pi > 0
+        )
     return total / logits.shape[0]
 
 

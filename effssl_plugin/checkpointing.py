@@ -1,0 +1,121 @@
+"""Atomic checkpoints that keep the last N, and an auto-resumer that picks the newest one.
+
+Both extend solo-learn's :class:`~solo.utils.checkpointer.Checkpointer` and
+:class:`~solo.utils.auto_resumer.AutoResumer` (same directory layout, ``args.json`` and
+matching rules), changing only what resume safety needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig
+from solo.utils.auto_resumer import AutoResumer
+from solo.utils.checkpointer import Checkpointer
+from solo.utils.misc import omegaconf_select
+
+__all__ = ["AtomicCheckpointer", "NewestCheckpointResumer", "checkpoint_epoch"]
+
+_EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")
+
+
+def checkpoint_epoch(path: str | Path) -> int:
+    """The epoch in a ``...-ep=N.ckpt`` file name (-1 if absent)."""
+    match = _EPOCH_RE.search(str(path))
+    return int(match.group(1)) if match else -1
+
+
+class AtomicCheckpointer(Checkpointer):
+    """solo-learn's Checkpointer, writing each checkpoint atomically and keeping the last N.
+
+    A checkpoint is written to ``<name>.ckpt.tmp`` and renamed to ``<name>.ckpt`` only when
+    complete, so a job killed while saving never leaves a truncated ``.ckpt`` for
+    auto-resume. ``keep_last`` checkpoints are kept (``keep_prev=True`` keeps all). The run
+    directory is ``logdir / run_id`` when a ``run_id`` is given (a resumed run continues in
+    its own directory), else solo-learn's naming. The last epoch is always saved.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        logdir: str | Path = Path("trained_models"),
+        frequency: int = 1,
+        keep_prev: bool = False,
+        keep_last: int = 1,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(cfg, logdir=logdir, frequency=frequency, keep_prev=keep_prev)
+        if keep_last < 1:
+            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
+        self.keep_last = keep_last
+        self.run_id = run_id
+
+    def initial_setup(self, trainer: pl.Trainer) -> None:
+        if self.run_id is None:
+            super().initial_setup(trainer)
+            return
+        self.path = self.logdir / self.run_id
+        self.ckpt_placeholder = f"{self.cfg.name}-{self.run_id}" + "-ep={}.ckpt"
+        self.last_ckpt = None
+        if trainer.is_global_zero:
+            os.makedirs(self.path, exist_ok=True)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        final = self.path / self.ckpt_placeholder.format(trainer.current_epoch)
+        tmp = final.with_name(final.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes; ends in a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, final)
+            self._prune()
+        trainer.strategy.barrier("effssl_checkpoint_rename")
+        self.last_ckpt = final
+
+    def _prune(self) -> None:
+        if self.keep_prev:
+            return
+        ckpts = sorted(
+            self.path.glob("*.ckpt"), key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime)
+        )
+        for old in ckpts[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, _: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if epoch % self.frequency == 0 or last:
+            self.save(trainer)
+
+
+class NewestCheckpointResumer(AutoResumer):
+    """solo-learn's AutoResumer (same ``SHOULD_MATCH`` keys and age limit), but within each
+    run directory it picks the checkpoint of the highest epoch, and it ignores the
+    ``.ckpt.tmp`` files of interrupted saves. Returns ``(checkpoint, run_id)``."""
+
+    def find_checkpoint(self, cfg: DictConfig) -> tuple[str | None, str | None]:
+        now = datetime.now()
+        candidates = []
+        for rootdir, _, files in os.walk(self.checkpoint_dir):
+            root = Path(rootdir)
+            ckpts = [root / f for f in files if f.endswith(".ckpt")]
+            if not ckpts or not (root / "args.json").exists():
+                continue
+            newest = max(ckpts, key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime))
+            created = datetime.fromtimestamp(os.path.getmtime(newest))
+            if now - created < self.max_hours:
+                candidates.append((created, newest, root))
+        for _, ckpt, root in sorted(candidates, key=lambda c: c[0], reverse=True):
+            with open(root / "args.json") as f:
+                saved = DictConfig(json.load(f))
+            if all(
+                omegaconf_select(saved, key, None) == omegaconf_select(cfg, key, None)
+                for key in AutoResumer.SHOULD_MATCH
+            ):
+                return str(ckpt), root.name
+        return None, None

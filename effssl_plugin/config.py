@@ -1,0 +1,139 @@
+"""Config handling around solo-learn's ``parse_cfg``: real world size, ``auto`` values and
+the checks that must run before anything is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import omegaconf
+import torch
+from omegaconf import OmegaConf
+from solo.args.pretrain import parse_cfg as solo_parse_pretrain_cfg
+from solo.utils.misc import omegaconf_select
+
+from effssl_plugin.errors import ConfigError, suggest
+
+__all__ = [
+    "resolve_accelerator",
+    "local_device_count",
+    "parse_pretrain_cfg",
+    "check_global_batch",
+]
+
+
+def resolve_accelerator(accelerator: str | None) -> str:
+    """Lightning's accelerator name that ``accelerator`` stands for on this machine."""
+    acc = (accelerator or "auto").lower()
+    if acc == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if acc == "gpu":
+        return "cuda" if torch.cuda.is_available() else "mps"
+    return acc
+
+
+def local_device_count(accelerator: str | None, devices: Any) -> int:
+    """How many processes Lightning starts per node for ``accelerator`` / ``devices``.
+
+    Unlike solo-learn's ``len(cfg.devices)``, this is right for ``"auto"``, ``-1``, ints,
+    strings such as ``"1"`` or ``"0,1"`` and lists, by asking Lightning's own parsers.
+    """
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    acc = resolve_accelerator(accelerator)
+    if acc not in AcceleratorRegistry:
+        raise ConfigError(
+            f"accelerator={accelerator!r} is unknown.{suggest(acc, AcceleratorRegistry.keys())}"
+        )
+    cls = AcceleratorRegistry[acc]["accelerator"]
+    if OmegaConf.is_config(devices):
+        devices = OmegaConf.to_container(devices)
+    if devices is None or devices == "auto":
+        devices = cls.auto_device_count()
+    try:
+        parsed = cls.parse_devices(devices)
+    except Exception as err:
+        raise ConfigError(
+            f"devices={devices!r} is not valid for accelerator {acc}: {err}"
+        ) from None
+    return len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed)
+
+
+def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
+    """solo-learn's pretrain ``parse_cfg`` with the world size Lightning will really use.
+
+    Also resolves ``precision: auto`` (16-mixed on CUDA, else 32-true) and
+    ``sync_batchnorm: auto`` (on when several CUDA processes train), and records
+    ``world_size`` (devices x nodes) in the config.
+    """
+    OmegaConf.set_struct(cfg, False)
+    accelerator = omegaconf_select(cfg, "accelerator", "auto")
+    devices = omegaconf_select(cfg, "devices", "auto")
+    per_node = local_device_count(accelerator, devices)
+    num_nodes = int(omegaconf_select(cfg, "num_nodes", 1))
+    required = [
+        "method",
+        "backbone.name",
+        "data.dataset",
+        "data.train_path",
+        "optimizer.lr",
+        "optimizer.batch_size",
+        "augmentations",
+        "max_epochs",
+    ]
+    if omegaconf_select(cfg, "data.val_path", None) is not None:
+        required.append("optimizer.classifier_lr")
+    for key in required:
+        if omegaconf_select(cfg, key, None) is None:
+            raise ConfigError(f"{key} is missing from the config")
+    datasets = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
+    if cfg.data.dataset not in datasets:
+        raise ConfigError(
+            f"data.dataset={cfg.data.dataset!r} is not one of {list(datasets)}."
+            f"{suggest(str(cfg.data.dataset), datasets)}"
+        )
+    # solo-learn scales the lr by len(cfg.devices): hand it a list of the real length
+    cfg.devices = list(range(per_node))
+    try:
+        cfg = solo_parse_pretrain_cfg(cfg)
+    except AssertionError as err:
+        raise ConfigError(f"invalid config: {err or 'solo-learn rejected it'}") from None
+    cfg.devices = devices
+    cfg.world_size = per_node * num_nodes
+    if cfg.backbone.name == "timm":  # the timm factory uses it for ViT-like models only
+        cfg.backbone.kwargs.img_size = omegaconf_select(
+            cfg, "backbone.kwargs.img_size", int(cfg.augmentations[0].crop_size)
+        )
+    acc = resolve_accelerator(accelerator)
+    if omegaconf_select(cfg, "precision", "auto") == "auto":
+        cfg.precision = "16-mixed" if acc == "cuda" else "32-true"
+    if omegaconf_select(cfg, "sync_batchnorm", "auto") == "auto":
+        cfg.sync_batchnorm = acc == "cuda" and cfg.world_size > 1
+    return cfg
+
+
+def check_global_batch(cfg: omegaconf.DictConfig, num_samples: int) -> None:
+    """The global batch must fit the dataset, and effssl's negatives must fit the bank."""
+    global_batch = int(cfg.optimizer.batch_size) * int(cfg.world_size)
+    if global_batch > num_samples:
+        raise ConfigError(
+            f"optimizer.batch_size={cfg.optimizer.batch_size} x {cfg.world_size} process(es) = "
+            f"{global_batch} is larger than the training set ({num_samples} images): with "
+            "drop_last no training step would run"
+        )
+    if cfg.method == "effssl":
+        k = int(cfg.method_kwargs.get("num_negatives", 0))
+        if k >= num_samples:
+            raise ConfigError(
+                f"method_kwargs.num_negatives={k} must be smaller than the number of bank rows "
+                f"({num_samples} training images), or -1 for all rows"
+            )
+        if k >= 0 and k + global_batch > num_samples:
+            raise ConfigError(
+                f"method_kwargs.num_negatives={k} plus the global batch ({global_batch}) exceeds "
+                f"the {num_samples} bank rows: lower it to at most {num_samples - global_batch}, "
+                "or use -1 for all rows"
+            )

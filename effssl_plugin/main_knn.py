@@ -1,0 +1,123 @@
+"""``effssl-knn``: offline weighted kNN of a pretrained checkpoint's backbone features.
+
+Reuses solo-learn's :class:`~solo.utils.knn.WeightedKNNClassifier` (torchmetrics-1.x
+compatible subclass) and classification datasets; features come from the frozen backbone
+with evaluation transforms at the pretraining resolution.
+
+    effssl-knn trained_models/effssl/<run>/            # newest checkpoint of a run
+    effssl-knn run.ckpt --k 20 200 --temperature 0.07 0.1 --output knn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from effssl_plugin.errors import EffSSLError
+
+__all__ = ["main", "run_knn"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="effssl-knn", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="a .ckpt file or a run directory (newest checkpoint)")
+    p.add_argument("--train-path", help="reference set (default: the pretraining data.train_path)")
+    p.add_argument("--val-path", help="query set (default: the pretraining data.val_path)")
+    p.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbours")
+    p.add_argument(
+        "--temperature", type=float, nargs="+", default=[0.07], help="T of the cosine weights"
+    )
+    p.add_argument("--distance", choices=["cosine", "euclidean"], nargs="+", default=["cosine"])
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--output", type=Path, help="write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def run_knn(args: argparse.Namespace) -> list[dict]:
+    """Extracts features once, then evaluates every (distance, k, T) combination."""
+    from solo.data.classification_dataloader import prepare_datasets
+
+    from effssl_plugin.data import check_data_paths
+    from effssl_plugin.evaluation import (
+        build_backbone,
+        eval_transforms,
+        extract_features,
+        load_backbone_weights,
+        load_pretrain_cfg,
+        resolve_checkpoint,
+    )
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    cfg = load_pretrain_cfg(ckpt)
+    if args.train_path:
+        cfg.data.train_path = args.train_path
+    if args.val_path:
+        cfg.data.val_path = args.val_path
+    check_data_paths(cfg)
+    if cfg.data.val_path is None:
+        raise EffSSLError("no query set: pass --val-path (the run had data.val_path=null)")
+    backbone = build_backbone(cfg.backbone, cfg.data.dataset, cfg.method)
+    load_backbone_weights(backbone, ckpt)
+
+    _, transform = eval_transforms(cfg)
+    fmt = "image_folder" if cfg.data.format == "dali" else cfg.data.format
+    train_set, val_set = prepare_datasets(
+        cfg.data.dataset,
+        T_train=transform,
+        T_val=transform,
+        train_data_path=cfg.data.train_path,
+        val_data_path=cfg.data.val_path,
+        data_format=fmt,
+    )
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+
+    def loader(ds):
+        return DataLoader(ds, batch_size=args.batch_size, num_workers=args.num_workers)
+
+    train_x, train_y = extract_features(backbone, loader(train_set), device, "train features")
+    val_x, val_y = extract_features(backbone, loader(val_set), device, "val features")
+    results = []
+    for distance in args.distance:
+        for k in args.k:
+            for t in args.temperature if distance == "cosine" else [None]:
+                knn = WeightedKNNClassifierTM1(k=k, T=t or 0.07, distance_fx=distance)
+                knn(train_features=train_x, train_targets=train_y)
+                knn(test_features=val_x, test_targets=val_y)
+                acc1, acc5 = knn.compute()
+                row = {"distance": distance, "k": k, "T": t, "acc1": acc1, "acc5": acc5}
+                print(f"kNN {distance} k={k} T={t}: top-1 {acc1:.2f}  top-5 {acc5:.2f}")
+                results.append(row)
+    summary = {
+        "checkpoint": str(ckpt),
+        "train_path": str(cfg.data.train_path),
+        "val_path": str(cfg.data.val_path),
+        "num_train": len(train_set),
+        "num_val": len(val_set),
+        "results": results,
+    }
+    if args.output:
+        args.output.write_text(json.dumps(summary, indent=2))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        run_knn(args)
+    except EffSSLError as err:
+        print(f"effssl-knn: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""``effssl-pretrain``: solo-learn's pretraining flow for EffSSL and any solo-learn method.
+
+Built from solo-learn's parts (``parse_cfg``, transform pipelines, ``NCropAugmentation``,
+``prepare_datasets`` / ``prepare_dataloader``, the classification val loader, Checkpointer,
+AutoResumer, AutoUMAP, WandbLogger, the DALI data module) with these differences: one crop
+is allowed, the learning-rate scaling uses the real number of processes, custom folders are
+validated at the pretraining resolution, checkpoints are atomic, and bad input stops with
+one clear line before anything is written.
+
+    python main_pretrain.py --config-name effssl [key=value ...]
+    python -m effssl_plugin.main_pretrain --config-name effssl [key=value ...]
+    effssl-pretrain --config-name effssl [key=value ...]
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from effssl_plugin.errors import EffSSLError
+
+__all__ = ["main", "pretrain", "CONFIG_PATH"]
+
+CONFIG_PATH = "pkg://effssl_plugin.configs"
+RUN_ID_ENV = "EFFSSL_RUN_ID"  # shared with the DDP worker processes Lightning starts
+
+log = logging.getLogger("effssl")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run directory name, e.g. ``20261128-124501-k3f9``."""
+    suffix = "".join(random.SystemRandom().choices(string.ascii_lowercase + string.digits, k=4))
+    return time.strftime("%Y%m%d-%H%M%S-") + suffix
+
+
+def pretrain(cfg: DictConfig) -> Path:
+    """Runs pretraining for ``cfg``; returns the run directory."""
+    import torch
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.strategies.ddp import DDPStrategy
+    from solo.data.pretrain_dataloader import prepare_dataloader
+    from solo.methods import METHODS
+    from solo.utils.misc import make_contiguous, omegaconf_select
+
+    from effssl_plugin import register
+    from effssl_plugin.checkpointing import AtomicCheckpointer, NewestCheckpointResumer
+    from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
+    from effssl_plugin.data import build_pretrain_dataset, build_val_loader, check_data_paths
+    from effssl_plugin.errors import ConfigError, suggest
+
+    register()
+    cfg = parse_pretrain_cfg(cfg)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, METHODS)}")
+    seed_everything(cfg.seed, workers=True)
+    check_data_paths(cfg)
+    is_effssl = cfg.method == "effssl"
+
+    # ---- data
+    train_loader = datamodule = calibration_dataset = None
+    if cfg.data.format == "dali":
+        datamodule, calibration_dataset, num_samples = _dali_datamodule(cfg, is_effssl)
+    else:
+        train_dataset = build_pretrain_dataset(cfg)
+        num_samples = len(train_dataset)
+        train_loader = prepare_dataloader(
+            train_dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
+        )
+    if is_effssl:
+        cfg.method_kwargs = omegaconf_select(cfg, "method_kwargs", {})
+        given = omegaconf_select(cfg, "method_kwargs.num_samples", None)
+        if given is not None and given != num_samples:
+            raise ConfigError(
+                f"method_kwargs.num_samples={given} but the training set has {num_samples} "
+                "images: leave it unset so it is derived from the data"
+            )
+        cfg.method_kwargs.num_samples = num_samples
+    check_global_batch(cfg, num_samples)
+    val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)
+    if datamodule is not None:
+        datamodule.val_dataloader = lambda: val_loader
+
+    # ---- resume
+    method_dir = Path(cfg.checkpoint.dir) / cfg.method
+    ckpt_path, run_id = None, None
+    if cfg.resume_from_checkpoint is not None:
+        ckpt_path = str(cfg.resume_from_checkpoint)
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"resume_from_checkpoint={ckpt_path} is not a file")
+        run_id = Path(ckpt_path).parent.name
+        del cfg.resume_from_checkpoint
+    elif cfg.auto_resume.enabled:
+        resumer = NewestCheckpointResumer(method_dir, max_hours=cfg.auto_resume.max_hours)
+        ckpt_path, run_id = resumer.find_checkpoint(cfg)
+        if ckpt_path is not None:
+            print(f"Resuming from previous checkpoint that matches specifications: '{ckpt_path}'")
+    if ckpt_path is not None and is_effssl:
+        _check_resume_bank(ckpt_path, cfg)
+    if run_id is None and os.environ.get("LOCAL_RANK", "0") != "0":
+        run_id = os.environ.get(RUN_ID_ENV)  # a DDP worker: use rank 0's directory
+    run_id = run_id or new_run_id()
+    run_dir = method_dir / run_id
+
+    # ---- model
+    model = METHODS[cfg.method](cfg)
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:
+        model = model.to(memory_format=torch.channels_last)
+    if calibration_dataset is not None:
+        model.calibration_dataset = calibration_dataset
+
+    # ---- callbacks and logging
+    callbacks: list = []
+    if cfg.checkpoint.enabled:
+        callbacks.append(
+            AtomicCheckpointer(
+                cfg,
+                logdir=method_dir,
+                frequency=cfg.checkpoint.frequency,
+                keep_prev=cfg.checkpoint.keep_prev,
+                keep_last=int(omegaconf_select(cfg, "checkpoint.keep_last", 1)),
+                run_id=run_id,
+            )
+        )
+    if omegaconf_select(cfg, "auto_umap.enabled", False):
+        try:
+            from solo.utils.auto_umap import AutoUMAP
+        except ImportError as err:
+            raise ConfigError(f"auto_umap.enabled=true needs umap-learn: {err}") from None
+        callbacks.append(
+            AutoUMAP(
+                cfg.name,
+                logdir=os.path.join(cfg.auto_umap.dir, cfg.method),
+                frequency=cfg.auto_umap.frequency,
+            )
+        )
+    if cfg.wandb.enabled:
+        from lightning.pytorch.loggers.wandb import WandbLogger
+
+        logger = WandbLogger(
+            name=cfg.name,
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            offline=cfg.wandb.offline,
+            resume="allow",
+            id=run_id,
+        )
+        logger.watch(model, log="gradients", log_freq=100)
+        logger.log_hyperparams(OmegaConf.to_container(cfg))
+    else:
+        # one folder per attempt (logs/version_N): a resumed run never overwrites old logs
+        logger = CSVLogger(save_dir=str(run_dir), name="logs")
+    callbacks.append(LearningRateMonitor(logging_interval="step"))
+
+    # ---- trainer
+    trainer_kwargs = OmegaConf.to_container(cfg)
+    valid = inspect.signature(Trainer.__init__).parameters
+    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if k in valid}
+    trainer_kwargs.update(
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        strategy=(
+            DDPStrategy(find_unused_parameters=False)
+            if cfg.strategy == "ddp"
+            else (cfg.strategy or "auto")
+        ),
+    )
+    trainer = Trainer(**trainer_kwargs)
+    print(f"Run directory: {run_dir}")
+    os.environ[RUN_ID_ENV] = run_id  # inherited by the DDP workers Lightning starts
+    try:
+        if datamodule is not None:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        else:
+            trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)
+    finally:
+        os.environ.pop(RUN_ID_ENV, None)
+    return run_dir
+
+
+def _check_resume_bank(ckpt_path: str, cfg: DictConfig) -> None:
+    """Refuses, before anything starts, a checkpoint whose bank has another row count."""
+    import torch
+
+    from effssl_plugin.errors import ConfigError
+    from effssl_plugin.method import bank_size_mismatch_message
+
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"cannot read checkpoint {ckpt_path}: {err}") from None
+    saved = state.get("state_dict", {}).get("bank.weight")
+    kw = cfg.method_kwargs
+    expected = (int(kw.num_samples), int(kw.get("proj_output_dim", 2048)))
+    if saved is not None and tuple(saved.shape) != expected:
+        if not kw.get("reinit_bank_on_resume", False):
+            message = bank_size_mismatch_message(tuple(saved.shape), expected)
+            raise ConfigError(f"{message} (checkpoint: {ckpt_path})")
+
+
+def _dali_datamodule(cfg: DictConfig, is_effssl: bool):
+    """solo-learn's DALI data module; effssl needs real sample indexes from it."""
+    from solo.data.pretrain_dataloader import FullTransformPipeline, NCropAugmentation
+    from solo.utils.misc import compute_dataset_size
+
+    from effssl_plugin.data import build_pretrain_dataset
+    from effssl_plugin.errors import ConfigError
+
+    try:
+        from solo.data.dali_dataloader import (
+            PretrainDALIDataModule,
+            build_transform_pipeline_dali,
+        )
+    except ImportError as err:
+        raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
+    if is_effssl and not cfg.dali.encode_indexes_into_labels:
+        cfg.dali.encode_indexes_into_labels = True  # the bank needs the true dataset index
+    transform = FullTransformPipeline(
+        [
+            NCropAugmentation(
+                build_transform_pipeline_dali(cfg.data.dataset, aug, dali_device=cfg.dali.device),
+                aug.num_crops,
+            )
+            for aug in cfg.augmentations
+        ]
+    )
+    datamodule = PretrainDALIDataModule(
+        dataset=cfg.data.dataset,
+        train_data_path=cfg.data.train_path,
+        transforms=transform,
+        num_large_crops=cfg.data.num_large_crops,
+        num_small_crops=cfg.data.num_small_crops,
+        num_workers=cfg.data.num_workers,
+        batch_size=cfg.optimizer.batch_size,
+        no_labels=cfg.data.no_labels,
+        data_fraction=cfg.data.fraction,
+        dali_device=cfg.dali.device,
+        encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
+    )
+    # DALI reads classes and files in sorted order, as torchvision's ImageFolder does, so
+    # an ImageFolder over the same path serves the calibration pass with the same indexes
+    calibration = build_pretrain_dataset(cfg) if is_effssl else None
+    num_samples = compute_dataset_size(
+        dataset=cfg.data.dataset,
+        data_path=cfg.data.train_path,
+        data_format="image_folder",
+        no_labels=cfg.data.no_labels,
+        data_fraction=cfg.data.fraction,
+    )
+    if calibration is not None:
+        num_samples = len(calibration)
+    return datamodule, calibration, num_samples
+
+
+@hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="effssl")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        pretrain(cfg)
+    except EffSSLError as err:
+        print(f"effssl-pretrain: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line; for errors re-raised by DataLoader workers, the
+    original message (the last line of the worker's traceback)."""
+    text = str(err).strip()
+    if "Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
+def main() -> None:
+    """Console entry point (``effssl-pretrain``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
