@@ -3,6 +3,7 @@ the checks that must run before anything is written."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import omegaconf
@@ -16,6 +17,7 @@ from effssl_plugin.errors import ConfigError, suggest
 __all__ = [
     "resolve_accelerator",
     "local_device_count",
+    "parse_with_real_devices",
     "parse_pretrain_cfg",
     "check_global_batch",
 ]
@@ -62,6 +64,36 @@ def local_device_count(accelerator: str | None, devices: Any) -> int:
     return len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed)
 
 
+def parse_with_real_devices(
+    cfg: omegaconf.DictConfig, solo_parse: Callable[[omegaconf.DictConfig], omegaconf.DictConfig]
+) -> omegaconf.DictConfig:
+    """Runs one of solo-learn's ``parse_cfg`` functions, which scale the learning rate by
+    ``len(cfg.devices) * num_nodes``, with ``cfg.devices`` temporarily a list of the real
+    per-node process count; records ``world_size`` (devices x nodes)."""
+    OmegaConf.set_struct(cfg, False)
+    devices = omegaconf_select(cfg, "devices", "auto")
+    per_node = local_device_count(omegaconf_select(cfg, "accelerator", "auto"), devices)
+    cfg.devices = list(range(per_node))
+    try:
+        cfg = solo_parse(cfg)
+    except AssertionError as err:
+        raise ConfigError(f"invalid config: {err or 'solo-learn rejected it'}") from None
+    cfg.devices = devices
+    cfg.world_size = per_node * int(omegaconf_select(cfg, "num_nodes", 1))
+    return cfg
+
+
+def resolve_auto_machine(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
+    """``precision: auto`` -> 16-mixed on CUDA else 32-true; ``sync_batchnorm: auto`` -> on
+    when several CUDA processes train."""
+    acc = resolve_accelerator(omegaconf_select(cfg, "accelerator", "auto"))
+    if omegaconf_select(cfg, "precision", "auto") == "auto":
+        cfg.precision = "16-mixed" if acc == "cuda" else "32-true"
+    if omegaconf_select(cfg, "sync_batchnorm", "auto") == "auto":
+        cfg.sync_batchnorm = acc == "cuda" and int(omegaconf_select(cfg, "world_size", 1)) > 1
+    return cfg
+
+
 def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     """solo-learn's pretrain ``parse_cfg`` with the world size Lightning will really use.
 
@@ -70,10 +102,6 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     ``world_size`` (devices x nodes) in the config.
     """
     OmegaConf.set_struct(cfg, False)
-    accelerator = omegaconf_select(cfg, "accelerator", "auto")
-    devices = omegaconf_select(cfg, "devices", "auto")
-    per_node = local_device_count(accelerator, devices)
-    num_nodes = int(omegaconf_select(cfg, "num_nodes", 1))
     required = [
         "method",
         "backbone.name",
@@ -95,24 +123,12 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
             f"data.dataset={cfg.data.dataset!r} is not one of {list(datasets)}."
             f"{suggest(str(cfg.data.dataset), datasets)}"
         )
-    # solo-learn scales the lr by len(cfg.devices): hand it a list of the real length
-    cfg.devices = list(range(per_node))
-    try:
-        cfg = solo_parse_pretrain_cfg(cfg)
-    except AssertionError as err:
-        raise ConfigError(f"invalid config: {err or 'solo-learn rejected it'}") from None
-    cfg.devices = devices
-    cfg.world_size = per_node * num_nodes
+    cfg = parse_with_real_devices(cfg, solo_parse_pretrain_cfg)
     if cfg.backbone.name == "timm":  # the timm factory uses it for ViT-like models only
         cfg.backbone.kwargs.img_size = omegaconf_select(
             cfg, "backbone.kwargs.img_size", int(cfg.augmentations[0].crop_size)
         )
-    acc = resolve_accelerator(accelerator)
-    if omegaconf_select(cfg, "precision", "auto") == "auto":
-        cfg.precision = "16-mixed" if acc == "cuda" else "32-true"
-    if omegaconf_select(cfg, "sync_batchnorm", "auto") == "auto":
-        cfg.sync_batchnorm = acc == "cuda" and cfg.world_size > 1
-    return cfg
+    return resolve_auto_machine(cfg)
 
 
 def check_global_batch(cfg: omegaconf.DictConfig, num_samples: int) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from solo.utils.knn import WeightedKNNClassifier
 from torchmetrics import Metric
 
@@ -13,14 +15,17 @@ __all__ = ["WeightedKNNClassifierTM1"]
 class WeightedKNNClassifierTM1(WeightedKNNClassifier):
     """solo-learn's :class:`WeightedKNNClassifier` (same math, same arguments) for torchmetrics 1.x.
 
-    Three differences from solo-learn's class, which targets torchmetrics < 0.12:
+    Four differences from solo-learn's class, which targets torchmetrics < 0.12:
 
     * no ``compute_on_step`` argument (torchmetrics >= 1.0 rejects it);
     * calling the metric only accumulates features (``update``); it never runs the kNN on
       a training batch as torchmetrics 1.x's ``forward`` would;
     * the stored features are cleared after every ``compute``, also under DDP, where
       torchmetrics restores the pre-sync state after ``compute`` and would otherwise keep
-      every epoch's features.
+      every epoch's features;
+    * the number of classes comes from the train and test labels together (solo-learn
+      counts the distinct test labels only, and crashes when a validation subset lacks
+      some classes).
     """
 
     def __init__(
@@ -43,25 +48,49 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
         self.add_state("test_features", default=[], persistent=False)
         self.add_state("test_targets", default=[], persistent=False)
 
+    @torch.no_grad()
+    def compute(self) -> tuple[float, float]:
+        """Weighted kNN top-1 / top-5 (%), as solo-learn's ``compute``: cosine weights
+        ``exp(sim / T)`` or inverse euclidean distance, summed per class over the k nearest
+        train features. Returns ``(-1, -1)`` without train or test features."""
+        if not self.train_features or not self.test_features:
+            return -1, -1
+        train_x, train_y = torch.cat(self.train_features), torch.cat(self.train_targets)
+        test_x, test_y = torch.cat(self.test_features), torch.cat(self.test_targets)
+        if self.distance_fx == "cosine":
+            train_x, test_x = F.normalize(train_x), F.normalize(test_x)
+        num_classes = int(torch.cat([train_y, test_y]).max()) + 1
+        k = min(self.k, train_y.numel())
+        chunk = max(1, min(self.max_distance_matrix_size // train_y.numel(), test_y.numel()))
+        top1 = top5 = 0
+        for start in range(0, test_y.numel(), chunk):
+            feats, targets = test_x[start : start + chunk], test_y[start : start + chunk]
+            if self.distance_fx == "cosine":
+                sims = feats @ train_x.t()
+            elif self.distance_fx == "euclidean":
+                sims = 1 / (torch.cdist(feats, train_x) + self.epsilon)
+            else:
+                raise NotImplementedError(self.distance_fx)
+            sims, idx = sims.topk(k, largest=True, sorted=True)
+            if self.distance_fx == "cosine":
+                sims = (sims / self.T).exp()
+            votes = torch.zeros(feats.shape[0], num_classes, device=feats.device, dtype=sims.dtype)
+            votes.scatter_add_(1, train_y[idx], sims)
+            preds = votes.argsort(dim=1, descending=True)
+            correct = preds.eq(targets.view(-1, 1))
+            top1 += int(correct[:, :1].sum())
+            top5 += int(correct[:, : min(5, k, num_classes)].sum())
+        return top1 * 100.0 / test_y.numel(), top5 * 100.0 / test_y.numel()
+
     def forward(self, *args: Any, **kwargs: Any) -> None:
         self.update(*args, **kwargs)
-
-    def reset(self) -> None:
-        # solo-learn's compute() calls reset() while torchmetrics holds the synced state;
-        # clearing is done after compute (below) instead
-        if not getattr(self, "_inside_compute", False):
-            super().reset()
 
     def _wrap_compute(self, compute):  # noqa: ANN001, ANN202 - torchmetrics' hook
         wrapped = super()._wrap_compute(compute)
 
         def compute_then_clear(*args: Any, **kwargs: Any):  # noqa: ANN202
-            self._inside_compute = True
-            try:
-                value = wrapped(*args, **kwargs)
-            finally:
-                self._inside_compute = False
-            super(WeightedKNNClassifierTM1, self).reset()
+            value = wrapped(*args, **kwargs)
+            self.reset()
             return value
 
         return compute_then_clear

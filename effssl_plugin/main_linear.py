@@ -1,0 +1,149 @@
+"""``effssl-linear``: linear probe of a pretrained checkpoint with solo-learn's LinearModel.
+
+The backbone, data and augmentations default to the pretraining run's (its ``args.json``);
+the probe trains and evaluates at the pretraining resolution.
+
+    effssl-linear pretrained_feature_extractor=trained_models/effssl/<run id>/ [key=value ...]
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from effssl_plugin.errors import EffSSLError
+from effssl_plugin.main_pretrain import CONFIG_PATH, new_run_id, one_line
+
+__all__ = ["main", "linear_probe"]
+
+
+def merge_with_pretrain_cfg(cfg: DictConfig, pre: DictConfig) -> DictConfig:
+    """The pretraining run's backbone, data and augmentations, overridden by every non-null
+    value of the linear config."""
+    base = OmegaConf.create(
+        {
+            "backbone": pre.backbone,
+            "pretrain_method": pre.method,
+            "data": pre.data,
+            "augmentations": pre.augmentations,
+        }
+    )
+    base.data.pop("num_classes", None)
+    user = OmegaConf.to_container(cfg)
+
+    def drop_nulls(node):
+        if isinstance(node, dict):
+            return {k: drop_nulls(v) for k, v in node.items() if v is not None}
+        return node
+
+    return OmegaConf.merge(base, drop_nulls(user))
+
+
+def linear_probe(cfg: DictConfig) -> dict[str, float]:
+    """Trains a linear classifier on frozen features; returns the final val metrics."""
+    import torch
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+    from solo.args.linear import parse_cfg as solo_parse_linear_cfg
+    from solo.data.classification_dataloader import prepare_dataloaders, prepare_datasets
+    from solo.methods.linear import LinearModel
+    from solo.utils.misc import make_contiguous, omegaconf_select
+
+    from effssl_plugin import register
+    from effssl_plugin.checkpointing import AtomicCheckpointer
+    from effssl_plugin.config import parse_with_real_devices, resolve_auto_machine
+    from effssl_plugin.data import check_data_paths, read_rgb_image
+    from effssl_plugin.evaluation import (
+        build_backbone,
+        eval_transforms,
+        load_backbone_weights,
+        load_pretrain_cfg,
+        resolve_checkpoint,
+    )
+
+    register()
+    OmegaConf.set_struct(cfg, False)
+    ckpt = resolve_checkpoint(cfg.pretrained_feature_extractor)
+    cfg = merge_with_pretrain_cfg(cfg, load_pretrain_cfg(ckpt))
+    cfg.pretrained_feature_extractor = str(ckpt)
+    if cfg.data.val_path is None:
+        raise EffSSLError("data.val_path is not set (the pretraining run had none): set it")
+    cfg = resolve_auto_machine(parse_with_real_devices(cfg, solo_parse_linear_cfg))
+    check_data_paths(cfg)
+    seed_everything(cfg.seed, workers=True)
+
+    backbone = build_backbone(cfg.backbone, cfg.data.dataset, cfg.pretrain_method)
+    load_backbone_weights(backbone, ckpt)
+    model = LinearModel(backbone, cfg=cfg, loss_func=torch.nn.CrossEntropyLoss())
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    t_train, t_val = eval_transforms(cfg)
+    train_set, val_set = prepare_datasets(
+        cfg.data.dataset,
+        t_train,
+        t_val,
+        train_data_path=cfg.data.train_path,
+        val_data_path=cfg.data.val_path,
+        data_format="image_folder" if cfg.data.format == "dali" else cfg.data.format,
+        data_fraction=cfg.data.fraction,
+    )
+    for ds in (train_set, val_set):
+        if hasattr(ds, "loader"):
+            ds.loader = read_rgb_image
+    train_loader, val_loader = prepare_dataloaders(
+        train_set, val_set, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
+    )
+
+    run_dir = Path(cfg.checkpoint.dir) / "linear" / new_run_id()
+    callbacks: list = [LearningRateMonitor(logging_interval="epoch")]
+    if cfg.checkpoint.enabled:
+        callbacks.append(
+            AtomicCheckpointer(
+                cfg,
+                logdir=run_dir.parent,
+                frequency=cfg.checkpoint.frequency,
+                keep_prev=cfg.checkpoint.keep_prev,
+                keep_last=int(omegaconf_select(cfg, "checkpoint.keep_last", 1)),
+                run_id=run_dir.name,
+            )
+        )
+    trainer_kwargs = OmegaConf.to_container(cfg)
+    valid = inspect.signature(Trainer.__init__).parameters
+    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if k in valid}
+    trainer_kwargs.update(
+        logger=CSVLogger(save_dir=str(run_dir), name="logs"),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        strategy=cfg.strategy or "auto",
+    )
+    trainer = Trainer(**trainer_kwargs)
+    print(f"Linear probe of {ckpt}; run directory: {run_dir}")
+    trainer.fit(model, train_loader, val_loader)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    print("Final: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    return metrics
+
+
+@hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="linear")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        linear_probe(cfg)
+    except EffSSLError as err:
+        print(f"effssl-linear: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point (``effssl-linear``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
