@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from effssl_plugin.errors import EffSSLError
+from effssl_plugin.main_pretrain import main_with_errors
 
 __all__ = ["main", "run_knn"]
 
@@ -112,11 +112,7 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
-        run_knn(args)
-    except EffSSLError as err:
-        print(f"effssl-knn: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main_with_errors(lambda: run_knn(args), "effssl-knn")
 
 
 if __name__ == "__main__":

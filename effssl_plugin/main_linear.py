@@ -9,14 +9,13 @@ the probe trains and evaluates at the pretraining resolution.
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.errors import EffSSLError
-from effssl_plugin.main_pretrain import CONFIG_PATH, new_run_id, one_line
+from effssl_plugin.main_pretrain import CONFIG_PATH, main_with_errors, new_run_id
 
 __all__ = ["main", "linear_probe"]
 
@@ -133,11 +132,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="linear")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        linear_probe(cfg)
-    except EffSSLError as err:
-        print(f"effssl-linear: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    main_with_errors(lambda: linear_probe(cfg), "effssl-linear")
 
 
 def main() -> None:

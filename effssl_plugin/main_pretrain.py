@@ -21,6 +21,7 @@ import random
 import string
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -28,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.errors import EffSSLError
 
-__all__ = ["main", "pretrain", "CONFIG_PATH"]
+__all__ = ["main", "pretrain", "main_with_errors", "CONFIG_PATH"]
 
 CONFIG_PATH = "pkg://effssl_plugin.configs"
 RUN_ID_ENV = "EFFSSL_RUN_ID"  # shared with the DDP worker processes Lightning starts
@@ -42,8 +43,8 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + suffix
 
 
-def pretrain(cfg: DictConfig) -> Path:
-    """Runs pretraining for ``cfg``; returns the run directory."""
+def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
+    """Runs pretraining for ``cfg`` (plus any ``extra_callbacks``); returns the run directory."""
     import torch
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import LearningRateMonitor
@@ -58,6 +59,7 @@ def pretrain(cfg: DictConfig) -> Path:
     from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
     from effssl_plugin.data import build_pretrain_dataset, build_val_loader, check_data_paths
     from effssl_plugin.errors import ConfigError, suggest
+    from effssl_plugin.evaluation import resolve_checkpoint
 
     register()
     cfg = parse_pretrain_cfg(cfg)
@@ -95,11 +97,13 @@ def pretrain(cfg: DictConfig) -> Path:
     method_dir = Path(cfg.checkpoint.dir) / cfg.method
     ckpt_path, run_id = None, None
     if cfg.resume_from_checkpoint is not None:
-        ckpt_path = str(cfg.resume_from_checkpoint)
-        if not Path(ckpt_path).is_file():
-            raise ConfigError(f"resume_from_checkpoint={ckpt_path} is not a file")
+        try:
+            ckpt_path = str(resolve_checkpoint(cfg.resume_from_checkpoint))
+        except ConfigError as err:
+            raise ConfigError(f"resume_from_checkpoint: {err}") from None
         run_id = Path(ckpt_path).parent.name
         del cfg.resume_from_checkpoint
+        print(f"Resuming from checkpoint '{ckpt_path}'")
     elif cfg.auto_resume.enabled:
         resumer = NewestCheckpointResumer(method_dir, max_hours=cfg.auto_resume.max_hours)
         ckpt_path, run_id = resumer.find_checkpoint(cfg)
@@ -162,6 +166,7 @@ def pretrain(cfg: DictConfig) -> Path:
         # one folder per attempt (logs/version_N): a resumed run never overwrites old logs
         logger = CSVLogger(save_dir=str(run_dir), name="logs")
     callbacks.append(LearningRateMonitor(logging_interval="step"))
+    callbacks.extend(extra_callbacks or [])
 
     # ---- trainer
     trainer_kwargs = OmegaConf.to_container(cfg)
@@ -264,13 +269,18 @@ def _dali_datamodule(cfg: DictConfig, is_effssl: bool):
     return datamodule, calibration, num_samples
 
 
+def main_with_errors(fn: Callable[[], object], prog: str) -> None:
+    """Runs ``fn``; a user-facing error becomes one line on stderr and exit status 2."""
+    try:
+        fn()
+    except EffSSLError as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
 @hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="effssl")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        pretrain(cfg)
-    except EffSSLError as err:
-        print(f"effssl-pretrain: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    main_with_errors(lambda: pretrain(cfg), "effssl-pretrain")
 
 
 def one_line(err: BaseException) -> str:

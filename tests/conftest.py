@@ -1,0 +1,67 @@
+"""Shared fixtures: solo-learn availability, real CIFAR-10 fixtures, tiny fake folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EFFSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+SOLO_MISSING = (
+    "solo-learn is not installed: install it from https://github.com/vturrisi/solo-learn "
+    "(README: Install) to run the plugin tests"
+)
+
+
+def require_solo() -> None:
+    """Skips the calling test (with the reason above) only when solo-learn is absent."""
+    pytest.importorskip("solo.methods", reason=SOLO_MISSING)
+
+
+@pytest.fixture(scope="session")
+def cifar1k(tmp_path_factory) -> Path:
+    """The real 1,000-image CIFAR-10 fixture (100 test images per class), extracted."""
+    archive = SHARED_DATA / "cifar10_test_1000_jpg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} not found (set EFFSSL_SHARED_DATA to the shared data folder)")
+    out = tmp_path_factory.mktemp("cifar1k")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    return out / "test"
+
+
+def make_image_folder(root: Path, classes: int = 3, per_class: int = 6, size: int = 16) -> Path:
+    """A tiny ImageFolder of random RGB PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def fake_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "fake")
+
+
+def compose(config_name: str = "effssl", overrides: list[str] | None = None):
+    """The Hydra config the launcher would see, composed from the packaged configs."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+        return hydra_compose(config_name, overrides=overrides or [])
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, *args]

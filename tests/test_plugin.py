@@ -1,0 +1,309 @@
+"""solo-learn integration: registration, the EffSSL module, config parsing, kNN, fits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose, require_solo
+
+require_solo()
+
+import solo.methods  # noqa: E402
+import solo.methods.base as solo_base  # noqa: E402
+import solo.utils.knn as solo_knn  # noqa: E402
+import timm.models._registry as timm_registry  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+import effssl_plugin  # noqa: E402
+from effssl_plugin.errors import ConfigError  # noqa: E402
+
+SMALL = [
+    "machine=cpu",
+    "backbone.kwargs.model_name=resnet10t",
+    "method_kwargs.proj_hidden_dim=64",
+    "method_kwargs.proj_output_dim=32",
+]
+
+
+def effssl_cfg(folder, extra=()):
+    from effssl_plugin.config import parse_pretrain_cfg
+
+    cfg = compose(
+        "effssl",
+        [
+            *SMALL,
+            "dataset=custom_lowres",
+            f"data.train_path={folder}",
+            f"data.val_path={folder}",
+            "data.num_workers=0",
+            "optimizer.batch_size=6",
+            "method_kwargs.num_negatives=4",
+            *extra,
+        ],
+    )
+    return parse_pretrain_cfg(cfg)
+
+
+# ------------------------------------------------------------------ registration
+def test_register_is_idempotent_and_touches_nothing_else():
+    methods_before = dict(solo.methods.METHODS)
+    backbones_before = dict(solo_base.BaseMethod._BACKBONES)
+    timm_before = dict(timm_registry._model_entrypoints)
+    effssl_plugin.register()
+    effssl_plugin.register()
+    methods = solo.methods.METHODS
+    assert methods["effssl"].__name__ == "EffSSL"
+    assert {k: v for k, v in methods.items() if k != "effssl"} == {
+        k: v for k, v in methods_before.items() if k != "effssl"
+    }
+    backbones = solo_base.BaseMethod._BACKBONES
+    assert backbones["timm"].__name__ == "timm_backbone"
+    assert {k: v for k, v in backbones.items() if k != "timm"} == {
+        k: v for k, v in backbones_before.items() if k != "timm"
+    }
+    assert dict(timm_registry._model_entrypoints) == timm_before
+    # solo-learn's kNN name now points at the torchmetrics-1.x compatible subclass
+    assert issubclass(solo_base.WeightedKNNClassifier, solo_knn.WeightedKNNClassifier.__mro__[1])
+    solo_base.WeightedKNNClassifier(k=5)  # solo-learn's own class raises on compute_on_step
+
+
+def test_importing_the_package_does_not_import_solo():
+    import subprocess
+    import sys
+
+    code = "import sys, effssl_plugin; print('solo' in sys.modules, 'lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_baselines_still_build_with_the_timm_backbone(fake_folder):
+    from effssl_plugin.config import parse_pretrain_cfg
+
+    effssl_plugin.register()
+    for name in ("simclr", "byol", "mocov2plus"):
+        cfg = compose(
+            name,
+            [
+                *SMALL[:2],
+                "dataset=custom_lowres",
+                f"data.train_path={fake_folder}",
+                f"data.val_path={fake_folder}",
+            ],
+        )
+        model = solo.methods.METHODS[name](parse_pretrain_cfg(cfg))
+        out = model(torch.randn(2, 3, 32, 32))
+        assert out["feats"].shape == (2, model.features_dim)
+
+
+# ------------------------------------------------------------------------ module
+def test_effssl_forward_shapes_and_bank(fake_folder):
+    effssl_plugin.register()
+    cfg = effssl_cfg(fake_folder, ["+method_kwargs.num_samples=18"])
+    model = solo.methods.METHODS["effssl"](cfg)
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out["feats"].shape == (4, model.features_dim)
+    assert out["logits"].shape == (4, 3)
+    assert out["z"].shape == (4, 32)
+    assert tuple(model.bank.weight.shape) == (18, 32)
+    # bank excluded from DDP's per-step buffer broadcast, projector as the official code
+    assert set(model._ddp_params_and_buffers_to_ignore) == {
+        "bank.weight",
+        "bank.filled",
+        "bank.last_write",
+        "bank.num_updates",
+    }
+    kinds = [type(m).__name__ for m in model.projector]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    names = [n for n, _ in model.named_modules() if "backbone" in n.split(".")[0]]
+    assert all(n.split(".")[0] == "backbone" for n in names)
+
+
+def test_defaults_are_the_official_run_sh_values(fake_folder):
+    from effssl_plugin.method import DEFAULT_METHOD_KWARGS
+
+    cfg = compose("effssl")
+    kw = cfg.method_kwargs
+    official = {
+        "temperature": 0.2,
+        "bank_momentum": 0.5,
+        "kl_weight": 20.0,
+        "kl_power": 0.5,
+        "proj_output_dim": 2048,
+        "num_negatives": 10000,
+        "cutmix_alpha": 0.5,
+    }
+    for key, value in official.items():
+        assert kw[key] == value == DEFAULT_METHOD_KWARGS[key], key
+    # SGD lr 1.0 at a total batch of 512: solo-learn scales lr * batch * world / 256
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.kwargs.momentum == 0.9
+    assert cfg.optimizer.lr * 512 / 256 == 1.0 and cfg.optimizer.weight_decay == 1e-4
+    assert cfg.max_epochs == 200 and cfg.scheduler.warmup_epochs == 0
+    assert cfg.augmentations[0].num_crops == 1 and cfg.augmentations[0].crop_size == 32
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("method_kwargs.temperature=0", "method_kwargs.temperature"),
+        ("method_kwargs.kl_power=1.0", "method_kwargs.kl_power"),
+        ("method_kwargs.bank_update=sgd", "method_kwargs.bank_update"),
+        ("method_kwargs.bank_init=zeros", "method_kwargs.bank_init"),
+        ("method_kwargs.bank_dtype=float64", "method_kwargs.bank_dtype"),
+        ("method_kwargs.bank_momentum=1.0", "method_kwargs.bank_momentum"),
+        ("+method_kwargs.temprature=0.1", "method_kwargs.temprature"),
+        ("num_views=2", "one view"),
+    ],
+)
+def test_method_kwargs_are_validated(fake_folder, override, key):
+    effssl_plugin.register()
+    cfg = effssl_cfg(fake_folder, ["+method_kwargs.num_samples=18", override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        solo.methods.METHODS["effssl"](cfg)
+
+
+def test_unknown_key_suggests_the_right_one(fake_folder):
+    effssl_plugin.register()
+    cfg = effssl_cfg(fake_folder, ["+method_kwargs.num_samples=18", "+method_kwargs.temprature=1"])
+    with pytest.raises(ConfigError, match="Did you mean: temperature"):
+        solo.methods.METHODS["effssl"](cfg)
+
+
+# ------------------------------------------------------------------ lr scaling
+@pytest.mark.parametrize("devices, expected", [("auto", 1), (1, 1), ("1", 1), ("2", 2), (3, 3)])
+def test_lr_scaling_uses_real_process_count(fake_folder, devices, expected):
+    from effssl_plugin.config import parse_pretrain_cfg
+
+    cfg = compose(
+        "effssl",
+        [
+            "machine=cpu",
+            f"devices='{devices}'" if isinstance(devices, str) else f"devices={devices}",
+            "num_nodes=2",
+            "dataset=custom_lowres",
+            f"data.train_path={fake_folder}",
+            f"data.val_path={fake_folder}",
+            "optimizer.batch_size=64",
+        ],
+    )
+    base_lr = cfg.optimizer.lr
+    cfg = parse_pretrain_cfg(cfg)
+    assert cfg.world_size == expected * 2
+    assert cfg.optimizer.lr == pytest.approx(base_lr * 64 * expected * 2 / 256)
+    assert cfg.devices == devices  # handed back to Lightning unchanged
+
+
+def test_auto_machine_resolves_on_cpu(fake_folder):
+    from effssl_plugin.config import parse_pretrain_cfg
+
+    cfg = compose(
+        "effssl",
+        ["dataset=custom_lowres", f"data.train_path={fake_folder}", f"data.val_path={fake_folder}"],
+    )
+    cfg = parse_pretrain_cfg(cfg)
+    if not torch.cuda.is_available():
+        assert cfg.precision == "32-true" and cfg.sync_batchnorm is False
+
+
+# ------------------------------------------------------------------------- kNN
+def test_knn_compat_matches_solo_math_and_clears_state():
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 16, generator=g)
+    y = x[:, :8].argmax(1)
+    for distance in ("cosine", "euclidean"):
+        ours = WeightedKNNClassifierTM1(k=15, distance_fx=distance)
+        ours(train_features=x[:500], train_targets=y[:500])
+        ours(test_features=x[500:], test_targets=y[500:])
+        got = ours.compute()
+        assert not ours.train_features and not ours.test_features  # cleared
+        ref = WeightedKNNClassifierTM1(k=15, distance_fx=distance)
+        ref.update(train_features=x[:500], train_targets=y[:500])
+        ref.update(test_features=x[500:], test_targets=y[500:])
+        expected = solo_knn.WeightedKNNClassifier.compute(ref)  # solo-learn's own math
+        assert got == pytest.approx(expected)
+        assert got[0] > 30  # far above the 12.5% chance level
+
+
+def test_knn_handles_val_subsets_missing_classes():
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+    x = torch.eye(4).repeat(5, 1)
+    y = torch.arange(4).repeat(5)
+    knn = WeightedKNNClassifierTM1(k=3)
+    knn(train_features=x, train_targets=y)
+    knn(test_features=x[y == 3], test_targets=y[y == 3])  # one class only
+    assert knn.compute()[0] == 100.0
+
+
+# ------------------------------------------------------------------------- fit
+def test_fast_dev_run_fit_on_fake_folder(fake_folder, tmp_path, monkeypatch):
+    from effssl_plugin.main_pretrain import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(
+        "effssl",
+        [
+            *SMALL,
+            "dataset=custom_lowres",
+            f"data.train_path={fake_folder}",
+            f"data.val_path={fake_folder}",
+            "data.num_workers=0",
+            "optimizer.batch_size=6",
+            "method_kwargs.num_negatives=4",
+            "+fast_dev_run=2",
+        ],
+    )
+    captured = {}
+
+    from lightning.pytorch.callbacks import Callback
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, module):
+            captured["filled_before"] = bool(module.bank.filled)
+
+        def on_train_end(self, trainer, module):
+            captured["module"] = module
+            captured["steps"] = trainer.global_step
+
+    pretrain(cfg, extra_callbacks=[Capture()])
+    module = captured["module"]
+    assert captured["filled_before"] is False  # calibration happens in the module's hook
+    assert bool(module.bank.filled)
+    assert (module.bank.last_write >= 0).all()  # every row written by calibration
+    assert int(module.bank.num_updates) == captured["steps"] == 2
+    norms = module.bank.weight.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+
+
+def test_checkpoint_keys_load_with_solo_main_linear_logic(fake_folder, tmp_path, monkeypatch):
+    """solo-learn's main_linear.py: keep keys containing 'backbone', strip, strict=False."""
+    from effssl_plugin.evaluation import build_backbone
+    from effssl_plugin.main_pretrain import pretrain
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(
+        "effssl",
+        [
+            *SMALL,
+            "dataset=custom_lowres",
+            f"data.train_path={fake_folder}",
+            "data.val_path=null",
+            "data.num_workers=0",
+            "optimizer.batch_size=6",
+            "method_kwargs.num_negatives=4",
+            "max_epochs=1",
+        ],
+    )
+    run_dir = pretrain(cfg)
+    (ckpt,) = run_dir.glob("*.ckpt")
+    state = torch.load(ckpt, map_location="cpu")["state_dict"]  # weights_only=True default
+    for k in list(state.keys()):
+        if "backbone" in k:
+            state[k.replace("backbone.", "")] = state[k]
+        del state[k]
+    args = OmegaConf.load(run_dir / "args.json")
+    backbone = build_backbone(args.backbone, "custom", "effssl")
+    result = backbone.load_state_dict(state, strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert len(state) == len(backbone.state_dict())
