@@ -348,14 +348,12 @@ class EffSSL(BaseMethod):
                 dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False
             )
             if world > 1
-            else None
+            else range(len(dataset))
         )
+        batch_size = getattr(train_loader, "batch_size", None) or self.batch_size
         return DataLoader(
             dataset,
-            batch_size=getattr(train_loader, "batch_size", None) or self.batch_size,
-            sampler=sampler,
-            shuffle=False,
-            drop_last=False,
+            batch_sampler=_batches_without_small_tail(list(sampler), batch_size),
             num_workers=getattr(train_loader, "num_workers", 0),
             pin_memory=self.device.type == "cuda",
         )
@@ -422,6 +420,16 @@ class EffSSL(BaseMethod):
         if gen_state is not None:
             self._generator_state = gen_state
             self._negatives_generator = None
+
+
+def _batches_without_small_tail(indices: list[int], batch_size: int) -> list[list[int]]:
+    """Consecutive batches of ``batch_size``; a shorter remainder joins the previous batch,
+    so that BatchNorm in batch-statistics mode never sees a batch of one."""
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        tail = batches.pop()
+        batches[-1] = batches[-1] + tail
+    return batches
 
 
 def bank_size_mismatch_message(saved_shape: tuple[int, ...], run_shape: tuple[int, ...]) -> str:

@@ -307,3 +307,12 @@ def test_checkpoint_keys_load_with_solo_main_linear_logic(fake_folder, tmp_path,
     result = backbone.load_state_dict(state, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert len(state) == len(backbone.state_dict())
+
+
+@pytest.mark.parametrize("n, b", [(11, 5), (10, 5), (3, 5), (1, 1), (12, 5)])
+def test_calibration_batches_cover_every_index_once_without_tiny_tail(n, b):
+    from effssl_plugin.method import _batches_without_small_tail
+
+    batches = _batches_without_small_tail(list(range(n)), b)
+    assert [i for batch in batches for i in batch] == list(range(n))
+    assert all(len(batch) >= min(b, n) for batch in batches)

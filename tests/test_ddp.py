@@ -1,0 +1,122 @@
+"""Lightning DDP on CPU (gloo, 2 processes): the bank stays bit-identical on every rank at
+every step, through calibration, training and a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, make_image_folder, python_cmd, require_solo
+
+require_solo()
+
+PROBE = str(REPO / "tests" / "helpers" / "pretrain_probe.py")
+
+
+def ddp_overrides(data: Path, max_epochs: int, *extra: str) -> list[str]:
+    return [
+        "machine=cpu",
+        "strategy=ddp",
+        "devices=2",
+        "dataset=custom_lowres",
+        f"data.train_path={data}",
+        "data.val_path=null",
+        "data.num_workers=0",
+        "backbone.kwargs.model_name=resnet10t",
+        "method_kwargs.proj_hidden_dim=64",
+        "method_kwargs.proj_output_dim=32",
+        "method_kwargs.num_negatives=8",
+        "optimizer.batch_size=5",
+        f"max_epochs={max_epochs}",
+        *extra,
+    ]
+
+
+def run_probe(overrides: list[str], cwd: Path, probe: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EFFSSL_PROBE_DIR": str(probe), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        python_cmd(PROBE, *overrides), cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def checksums(probe: Path, rank: int) -> list[tuple[int, str]]:
+    return [tuple(x) for x in json.loads((probe / f"checksums_rank{rank}.json").read_text())]
+
+
+@pytest.mark.parametrize("rule", ["grad", "ema"])
+def test_ddp_bank_is_bit_identical_every_step_and_after_resume(tmp_path, rule):
+    # 21 images over 2 ranks: DistributedSampler pads one duplicate index
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
+    probe = tmp_path / "probe"
+    run_probe(ddp_overrides(data, 2, f"method_kwargs.bank_update={rule}"), tmp_path, probe)
+    c0, c1 = checksums(probe, 0), checksums(probe, 1)
+    assert c0 == c1, "bank replicas diverged"
+    assert len(c0) == 2 * 2 + 1  # 11 samples per rank, batch 5, drop_last: 2 steps per epoch
+    assert len({h for _, h in c0}) == len(c0)  # the bank changed at every step
+
+    start0 = torch.load(probe / "start_rank0.pt")
+    assert start0["filled"] is False and start0["global_step"] == 0
+    end0 = torch.load(probe / "bank_end_rank0.pt")
+    end1 = torch.load(probe / "bank_end_rank1.pt")
+    assert all(torch.equal(end0[k], end1[k]) for k in end0)
+    assert int(end0["num_updates"]) == 4
+    assert (end0["last_write"] >= 0).all()  # calibration covered every sample
+
+    # resume the finished run for one more epoch: replicas restored and still identical
+    (run_dir,) = (tmp_path / "trained_models" / "effssl").iterdir()
+    (ckpt,) = run_dir.glob("*.ckpt")
+    saved = torch.load(ckpt, map_location="cpu")["state_dict"]
+    probe2 = tmp_path / "probe2"
+    extra = [f"method_kwargs.bank_update={rule}", f"resume_from_checkpoint={run_dir}"]
+    run_probe(ddp_overrides(data, 3, *extra), tmp_path, probe2)
+    for rank in (0, 1):
+        start = torch.load(probe2 / f"start_rank{rank}.pt")
+        assert start["filled"] is True and start["global_step"] == 4
+        assert torch.equal(start["bank"], saved["bank.weight"])
+    r0, r1 = checksums(probe2, 0), checksums(probe2, 1)
+    assert r0 == r1 and len(r0) == 3
+
+
+def test_ddp_ignores_the_bank_in_buffer_broadcast(tmp_path):
+    """DDP wraps the module with the bank in its ignore list (no rank-0 broadcast)."""
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
+    probe = tmp_path / "probe"
+    code = f"""
+import os, torch, lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from hydra import compose, initialize_config_module
+from effssl_plugin.main_pretrain import pretrain
+
+class Check(Callback):
+    def on_train_start(self, trainer, module):
+        ddp = trainer.strategy.model
+        ignored = sorted(ddp.parameters_to_ignore)
+        open(os.path.join({str(probe)!r}, f"ignored{{trainer.global_rank}}.txt"), "w").write(
+            type(ddp).__name__ + ":" + ",".join(ignored))
+
+with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+    cfg = compose("effssl", {ddp_overrides(data, 1, "checkpoint.enabled=false")!r})
+pretrain(cfg, extra_callbacks=[Check()])
+"""
+    probe.mkdir()
+    script = tmp_path / "check_ignore.py"
+    script.write_text(code)
+    proc = subprocess.run(
+        python_cmd(str(script)), cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        kind, names = (probe / f"ignored{rank}.txt").read_text().split(":")
+        assert kind == "DistributedDataParallel"
+        assert names.split(",") == [
+            "bank.filled",
+            "bank.last_write",
+            "bank.num_updates",
+            "bank.weight",
+        ]
