@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from solo.args.pretrain import parse_cfg as solo_parse_pretrain_cfg
 from solo.utils.misc import omegaconf_select
 
+from effssl_plugin.data import check_data_paths
 from effssl_plugin.errors import ConfigError, suggest
 
 __all__ = [
@@ -123,6 +124,7 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
             f"data.dataset={cfg.data.dataset!r} is not one of {list(datasets)}."
             f"{suggest(str(cfg.data.dataset), datasets)}"
         )
+    check_data_paths(cfg)  # solo-learn lists data.train_path while parsing
     cfg = parse_with_real_devices(cfg, solo_parse_pretrain_cfg)
     if cfg.backbone.name == "timm":  # the timm factory uses it for ViT-like models only
         cfg.backbone.kwargs.img_size = omegaconf_select(

@@ -97,17 +97,18 @@ def check_data_paths(cfg: omegaconf.DictConfig, validation: bool = True) -> None
 
     CIFAR and STL-10 paths are torchvision download roots and may not exist yet.
     """
-    if cfg.data.dataset not in FOLDER_DATASETS:
+    if omegaconf_select(cfg, "data.dataset", None) not in FOLDER_DATASETS:
         return
-    if cfg.data.format == "h5":
-        for key in ("train_path",) + (("val_path",) if validation else ()):
-            path = cfg.data[key]
-            if path is not None and not Path(str(path)).is_file():
-                raise DataError(f"data.{key}={path} is not an existing h5 file")
+    val_path = omegaconf_select(cfg, "data.val_path", None)
+    if omegaconf_select(cfg, "data.format", "image_folder") == "h5":
+        for key, path in (("train_path", cfg.data.train_path), ("val_path", val_path)):
+            if path is not None and (key == "train_path" or validation):
+                if not Path(str(path)).is_file():
+                    raise DataError(f"data.{key}={path} is not an existing h5 file")
         return
-    _check_folder("data.train_path", cfg.data.train_path)
-    if validation and cfg.data.val_path is not None:
-        _check_folder("data.val_path", cfg.data.val_path)
+    _check_folder("data.train_path", omegaconf_select(cfg, "data.train_path", None))
+    if validation and val_path is not None:
+        _check_folder("data.val_path", val_path)
 
 
 def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:

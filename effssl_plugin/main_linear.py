@@ -72,8 +72,8 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     cfg.pretrained_feature_extractor = str(ckpt)
     if cfg.data.val_path is None:
         raise EffSSLError("data.val_path is not set (the pretraining run had none): set it")
-    cfg = resolve_auto_machine(parse_with_real_devices(cfg, solo_parse_linear_cfg))
     check_data_paths(cfg)
+    cfg = resolve_auto_machine(parse_with_real_devices(cfg, solo_parse_linear_cfg))
     seed_everything(cfg.seed, workers=True)
 
     backbone = build_backbone(cfg.backbone, cfg.data.dataset, cfg.pretrain_method)

@@ -57,7 +57,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     from effssl_plugin import register
     from effssl_plugin.checkpointing import AtomicCheckpointer, NewestCheckpointResumer
     from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
-    from effssl_plugin.data import build_pretrain_dataset, build_val_loader, check_data_paths
+    from effssl_plugin.data import build_pretrain_dataset, build_val_loader
     from effssl_plugin.errors import ConfigError, suggest
     from effssl_plugin.evaluation import resolve_checkpoint
 
@@ -66,7 +66,6 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, METHODS)}")
     seed_everything(cfg.seed, workers=True)
-    check_data_paths(cfg)
     is_effssl = cfg.method == "effssl"
 
     # ---- data
@@ -109,8 +108,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         ckpt_path, run_id = resumer.find_checkpoint(cfg)
         if ckpt_path is not None:
             print(f"Resuming from previous checkpoint that matches specifications: '{ckpt_path}'")
-    if ckpt_path is not None and is_effssl:
-        _check_resume_bank(ckpt_path, cfg)
+    if ckpt_path is not None:
+        _check_resume_compatible(ckpt_path, cfg)
     if run_id is None and os.environ.get("LOCAL_RANK", "0") != "0":
         run_id = os.environ.get(RUN_ID_ENV)  # a DDP worker: use rank 0's directory
     run_id = run_id or new_run_id()
@@ -195,8 +194,9 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     return run_dir
 
 
-def _check_resume_bank(ckpt_path: str, cfg: DictConfig) -> None:
-    """Refuses, before anything starts, a checkpoint whose bank has another row count."""
+def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
+    """Refuses, before anything starts, a checkpoint made for another dataset: another
+    number of classes (online classifier) or, for effssl, of images (bank rows)."""
     import torch
 
     from effssl_plugin.errors import ConfigError
@@ -206,12 +206,20 @@ def _check_resume_bank(ckpt_path: str, cfg: DictConfig) -> None:
         state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:
         raise ConfigError(f"cannot read checkpoint {ckpt_path}: {err}") from None
-    saved = state.get("state_dict", {}).get("bank.weight")
-    kw = cfg.method_kwargs
-    expected = (int(kw.num_samples), int(kw.get("proj_output_dim", 2048)))
-    if saved is not None and tuple(saved.shape) != expected:
-        if not kw.get("reinit_bank_on_resume", False):
-            message = bank_size_mismatch_message(tuple(saved.shape), expected)
+    weights = state.get("state_dict", {})
+    classifier = weights.get("classifier.weight")
+    if classifier is not None and classifier.shape[0] != cfg.data.num_classes:
+        raise ConfigError(
+            f"the checkpoint {ckpt_path} was trained on {classifier.shape[0]} classes but "
+            f"data.train_path has {cfg.data.num_classes}: resuming on a different dataset is "
+            "refused (start a new run, e.g. with auto_resume.enabled=false)"
+        )
+    bank = weights.get("bank.weight")
+    if cfg.method == "effssl" and bank is not None:
+        kw = cfg.method_kwargs
+        expected = (int(kw.num_samples), int(kw.proj_output_dim))
+        if tuple(bank.shape) != expected and not kw.reinit_bank_on_resume:
+            message = bank_size_mismatch_message(tuple(bank.shape), expected)
             raise ConfigError(f"{message} (checkpoint: {ckpt_path})")
 
 

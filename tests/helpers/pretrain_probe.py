@@ -3,7 +3,9 @@
 Runs :func:`effssl_plugin.main_pretrain.pretrain` with a probe callback that writes, for
 every rank, into ``$EFFSSL_PROBE_DIR``: the state right after restore (epoch, step, bank,
 optimizer state) and a checksum of the bank before every training step. With
-``$EFFSSL_PROBE_NAN_AT_STEP=N`` it poisons a backbone weight before global step N.
+``$EFFSSL_PROBE_NAN_AT_STEP=N`` it poisons a backbone weight before global step N; with
+``$EFFSSL_PROBE_SLEEP=S`` every step takes S seconds more (to kill a run mid-epoch); the
+global step of the batch in progress is written to ``progress.txt``.
 Lightning's DDP launcher re-runs this same command for the other ranks.
 """
 
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -54,6 +57,9 @@ class Probe(Callback):
             with torch.no_grad():
                 next(module.backbone.parameters()).fill_(float("nan"))
         self.checksums.append((trainer.global_step, digest(module.bank.weight)))
+        if trainer.global_rank == 0:
+            (self.out / "progress.txt").write_text(str(trainer.global_step))
+        time.sleep(float(os.environ.get("EFFSSL_PROBE_SLEEP", "0")))
 
     def on_train_end(self, trainer, module) -> None:
         self.checksums.append((trainer.global_step, digest(module.bank.weight)))
