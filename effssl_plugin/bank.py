@@ -118,8 +118,13 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def _write_(self, rows: Tensor | None, values: Tensor) -> None:
-        """``W[rows] <- normalize(values)``; ``rows=None`` means every row in order."""
-        values = F.normalize(values.float(), dim=1).to(self.weight.dtype)
+        """``W[rows] <- normalize(values)``; ``rows=None`` means every row in order.
+
+        ``values`` is float32 and may be normalised in place.
+        """
+        values = values.float()
+        values.div_(values.norm(dim=1, keepdim=True).clamp_min_(1e-12))
+        values = values.to(self.weight.dtype)
         if rows is None:
             self.weight.copy_(values)
             self.last_write.fill_(int(self.num_updates))
@@ -214,7 +219,8 @@ class MemoryBank(nn.Module):
         uniq, inverse = torch.unique(indexes, return_inverse=True)
         z_mean = _segment_mean(z, inverse, uniq.numel())
         self.num_updates += 1
-        self._write_(uniq, momentum * self.weight[uniq].float() + (1.0 - momentum) * z_mean)
+        rows = self.weight[uniq].float()  # a copy
+        self._write_(uniq, rows.mul_(momentum).add_(z_mean, alpha=1.0 - momentum))
 
     @torch.no_grad()
     def update_grad(
@@ -224,6 +230,8 @@ class MemoryBank(nn.Module):
         probs: Tensor,
         targets: Tensor,
         momentum: float = 0.5,
+        weight_cols: Tensor | None = None,
+        matmul_dtype: torch.dtype | None = None,
     ) -> None:
         """The corrected rule that follows the CE gradient with respect to the bank.
 
@@ -235,18 +243,31 @@ class MemoryBank(nn.Module):
         and unique one-hot targets it is exactly :meth:`update_ema`.
 
         ``cols`` must be the same on every rank (and duplicate-free); ``None`` means all
-        rows in index order. Under ``torch.distributed`` ``Delta`` is summed over ranks.
+        rows in index order. ``weight_cols`` may pass ``weight[cols]`` as already gathered
+        for this step's logits (it is not modified) to save a second gather.
+        ``matmul_dtype`` (e.g. the autocast dtype of a mixed-precision run) computes the
+        ``(Y - P)^T Z`` product in that dtype, with float32 accumulation of the result into
+        the rows. Under ``torch.distributed`` ``Delta`` is summed over ranks.
         """
         if not 0.0 < momentum < 1.0:
             raise ValueError(f"momentum must be in (0, 1), got {momentum}")
         eta = (1.0 - momentum) / momentum
-        delta = all_reduce_sum_(ce_bank_delta(z, probs, targets))
-        self.num_updates += 1
-        if cols is None:
-            self._write_(None, self.weight.float() + eta * delta)
-        else:
+        if cols is not None:
             cols = self._check_indexes(cols)
-            self._write_(cols, self.weight[cols].float() + eta * delta)
+        if weight_cols is None:
+            weight_cols = self.weight if cols is None else self.weight[cols]
+        w = weight_cols.float()
+        self.num_updates += 1
+        if matmul_dtype is not None and matmul_dtype != torch.float32:
+            g = (targets.float() - probs.float()).to(matmul_dtype)
+            delta = all_reduce_sum_((g.t() @ z.detach().to(matmul_dtype)).float())
+            new = w.add(delta, alpha=eta)
+        elif is_distributed():
+            new = w.add(all_reduce_sum_(ce_bank_delta(z, probs, targets)), alpha=eta)
+        else:  # one fused GEMM: w + eta * (Y - P)^T Z
+            g = targets.float() - probs.float()
+            new = torch.addmm(w, g.t(), z.detach().float(), alpha=eta)
+        self._write_(cols, new)
 
     # ------------------------------------------------------------------- stats
     @torch.no_grad()

@@ -266,7 +266,16 @@ class EffSSL(BaseMethod):
                 y = torch.zeros_like(probs).scatter_(1, pos.view(-1, 1), lam)
                 if pos_b is not None:
                     y.scatter_add_(1, pos_b.view(-1, 1), torch.full_like(probs[:, :1], 1 - lam))
-                self._pending_update = ("grad", (cols, z.detach(), probs, y, self.bank_momentum))
+                device_type = self.device.type
+                matmul_dtype = (
+                    torch.get_autocast_dtype(device_type)
+                    if torch.is_autocast_enabled(device_type)
+                    else None
+                )
+                self._pending_update = (
+                    "grad",
+                    (cols, z.detach(), probs, y, self.bank_momentum, weight.detach(), matmul_dtype),
+                )
 
         self.log_dict(
             {

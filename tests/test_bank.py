@@ -246,3 +246,19 @@ def test_grad_momentum_range(bad):
         random_bank().update_grad(
             torch.tensor([0]), torch.ones(1, 8), torch.zeros(1, 1), torch.ones(1, 1), bad
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_update_grad_low_precision_matmul_is_close_to_float32(dtype):
+    bank_a, bank_b = random_bank(n=400, d=64, seed=9), random_bank(n=400, d=64, seed=9)
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randperm(400, generator=g)[:32]
+    cols, pos = bank_a.columns(idx, 100, g)
+    z = F.normalize(torch.randn(32, 64, generator=g), dim=1)
+    probs = F.softmax(z @ bank_a.weight[cols].t() / 0.2, dim=1)
+    y = F.one_hot(pos, cols.numel()).float()
+    bank_a.update_grad(cols, z, probs, y, 0.5)
+    bank_b.update_grad(cols, z, probs, y, 0.5, matmul_dtype=dtype)
+    assert bank_b.weight.dtype == torch.float32
+    torch.testing.assert_close(bank_b.weight, bank_a.weight, atol=2e-2, rtol=0)
+    assert not torch.equal(bank_b.weight, bank_a.weight)  # really computed in low precision
