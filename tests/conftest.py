@@ -63,5 +63,25 @@ def compose(config_name: str = "effssl", overrides: list[str] | None = None):
         return hydra_compose(config_name, overrides=overrides or [])
 
 
+def tiny_overrides(
+    data: Path, max_epochs: int, batch: int, negatives: int, *extra: str
+) -> list[str]:
+    """A small, fast effssl run on an image folder: CPU, resnet10t, small projector/bank."""
+    return [
+        "machine=cpu",
+        "dataset=custom_lowres",
+        f"data.train_path={data}",
+        "data.val_path=null",
+        "data.num_workers=0",
+        "backbone.kwargs.model_name=resnet10t",
+        "method_kwargs.proj_hidden_dim=64",
+        "method_kwargs.proj_output_dim=32",
+        f"method_kwargs.num_negatives={negatives}",
+        f"optimizer.batch_size={batch}",
+        f"max_epochs={max_epochs}",
+        *extra,
+    ]
+
+
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]

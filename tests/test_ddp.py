@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, make_image_folder, python_cmd, require_solo
+from conftest import REPO, make_image_folder, python_cmd, require_solo, tiny_overrides
 
 require_solo()
 
@@ -18,22 +18,7 @@ PROBE = str(REPO / "tests" / "helpers" / "pretrain_probe.py")
 
 
 def ddp_overrides(data: Path, max_epochs: int, *extra: str) -> list[str]:
-    return [
-        "machine=cpu",
-        "strategy=ddp",
-        "devices=2",
-        "dataset=custom_lowres",
-        f"data.train_path={data}",
-        "data.val_path=null",
-        "data.num_workers=0",
-        "backbone.kwargs.model_name=resnet10t",
-        "method_kwargs.proj_hidden_dim=64",
-        "method_kwargs.proj_output_dim=32",
-        "method_kwargs.num_negatives=8",
-        "optimizer.batch_size=5",
-        f"max_epochs={max_epochs}",
-        *extra,
-    ]
+    return tiny_overrides(data, max_epochs, 5, 8, "strategy=ddp", "devices=2", *extra)
 
 
 def run_probe(overrides: list[str], cwd: Path, probe: Path) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, make_image_folder, python_cmd, require_solo
+from conftest import REPO, make_image_folder, python_cmd, require_solo, tiny_overrides
 
 require_solo()
 
@@ -25,20 +25,7 @@ STEPS_PER_EPOCH = 8  # 48 images, batch 6
 
 
 def overrides(data: Path, max_epochs: int, *extra: str) -> list[str]:
-    return [
-        "machine=cpu",
-        "dataset=custom_lowres",
-        f"data.train_path={data}",
-        "data.val_path=null",
-        "data.num_workers=0",
-        "backbone.kwargs.model_name=resnet10t",
-        "method_kwargs.proj_hidden_dim=64",
-        "method_kwargs.proj_output_dim=32",
-        "method_kwargs.num_negatives=16",
-        "optimizer.batch_size=6",
-        f"max_epochs={max_epochs}",
-        *extra,
-    ]
+    return tiny_overrides(data, max_epochs, 6, 16, *extra)
 
 
 def probe_env(probe: Path, **extra: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose, require_solo
+from conftest import compose, require_solo, tiny_overrides
 
 require_solo()
 
@@ -241,19 +241,8 @@ def test_fast_dev_run_fit_on_fake_folder(fake_folder, tmp_path, monkeypatch):
     from effssl_plugin.main_pretrain import pretrain
 
     monkeypatch.chdir(tmp_path)
-    cfg = compose(
-        "effssl",
-        [
-            *SMALL,
-            "dataset=custom_lowres",
-            f"data.train_path={fake_folder}",
-            f"data.val_path={fake_folder}",
-            "data.num_workers=0",
-            "optimizer.batch_size=6",
-            "method_kwargs.num_negatives=4",
-            "+fast_dev_run=2",
-        ],
-    )
+    overrides = tiny_overrides(fake_folder, 1, 6, 4, f"data.val_path={fake_folder}")
+    cfg = compose("effssl", [*overrides, "+fast_dev_run=2"])
     captured = {}
 
     from lightning.pytorch.callbacks import Callback
@@ -282,20 +271,7 @@ def test_checkpoint_keys_load_with_solo_main_linear_logic(fake_folder, tmp_path,
     from effssl_plugin.main_pretrain import pretrain
 
     monkeypatch.chdir(tmp_path)
-    cfg = compose(
-        "effssl",
-        [
-            *SMALL,
-            "dataset=custom_lowres",
-            f"data.train_path={fake_folder}",
-            "data.val_path=null",
-            "data.num_workers=0",
-            "optimizer.batch_size=6",
-            "method_kwargs.num_negatives=4",
-            "max_epochs=1",
-        ],
-    )
-    run_dir = pretrain(cfg)
+    run_dir = pretrain(compose("effssl", tiny_overrides(fake_folder, 1, 6, 4)))
     (ckpt,) = run_dir.glob("*.ckpt")
     state = torch.load(ckpt, map_location="cpu")["state_dict"]  # weights_only=True default
     for k in list(state.keys()):
@@ -316,3 +292,25 @@ def test_calibration_batches_cover_every_index_once_without_tiny_tail(n, b):
     batches = _batches_without_small_tail(list(range(n)), b)
     assert [i for batch in batches for i in batch] == list(range(n))
     assert all(len(batch) >= min(b, n) for batch in batches)
+
+
+def test_hydra_search_path_plugin_resolves_configs_and_registers(tmp_path):
+    """Any Hydra app (e.g. solo-learn's main_linear.py) sees our configs and EffSSL."""
+    import subprocess
+    import sys
+
+    code = (
+        "from hydra import initialize, compose\n"
+        "import solo.methods\n"
+        "assert 'effssl' not in solo.methods.METHODS\n"
+        "with initialize(version_base='1.2', config_path=None):\n"
+        "    cfg = compose('effssl', overrides=['dataset=stl10'])\n"
+        "from solo.methods.base import BaseMethod\n"
+        "print(cfg.method, cfg.data.dataset, 'effssl' in solo.methods.METHODS,"
+        " 'timm' in BaseMethod._BACKBONES)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["effssl", "stl10", "True", "True"]
