@@ -264,7 +264,9 @@ def plan(args) -> list[tuple[str, str, float, int]]:
             if args.ablations:
                 runs += [("effssl", v, fraction, seed) for v in ABLATIONS]
             else:
-                runs += [(m, "default", fraction, seed) for m in args.methods]
+                for m in args.methods:
+                    variants = args.effssl_variants if m == "effssl" else ["default"]
+                    runs += [(m, v, fraction, seed) for v in variants]
     return runs
 
 
@@ -393,6 +395,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--ablations", action="store_true", help="effssl variants instead")
+    p.add_argument(
+        "--effssl-variants",
+        nargs="+",
+        default=["default"],
+        choices=list(ABLATIONS),
+        help="effssl settings to run in the method comparison",
+    )
     p.add_argument("--budget-min", type=float, default=20.0)
     p.add_argument("--evals", type=int, default=5, help="kNN evaluations per run")
     p.add_argument("--fraction", type=float, nargs="+", default=[1.0])

@@ -6,7 +6,18 @@ Importing this package is light: it imports neither solo-learn nor Lightning.
 
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# In a source checkout the Hydra configs live in the top-level ``configs/`` folder, which
+# installs as ``effssl_plugin.configs``; let ``effssl_plugin.configs`` resolve there too, so
+# ``python main_pretrain.py`` works from the repository root whatever the install mode.
+_repo_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "configs")) and _os.path.isfile(
+    _os.path.join(_repo_root, "configs", "__init__.py")
+):
+    __path__.append(_repo_root)  # noqa: F821 - the package's own search path
 __all__ = ["register", "__version__"]
 
 _registered = False

@@ -55,6 +55,18 @@ class AtomicCheckpointer(Checkpointer):
         self.keep_last = keep_last
         self.run_id = run_id
 
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig, run_dir: Path) -> AtomicCheckpointer:
+        """From the ``checkpoint.*`` keys, writing into ``run_dir``."""
+        return cls(
+            cfg,
+            logdir=run_dir.parent,
+            frequency=cfg.checkpoint.frequency,
+            keep_prev=cfg.checkpoint.keep_prev,
+            keep_last=int(omegaconf_select(cfg, "checkpoint.keep_last", 1)),
+            run_id=run_dir.name,
+        )
+
     def initial_setup(self, trainer: pl.Trainer) -> None:
         if self.run_id is None:
             super().initial_setup(trainer)

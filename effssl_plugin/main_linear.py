@@ -8,14 +8,13 @@ the probe trains and evaluates at the pretraining resolution.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.errors import EffSSLError
-from effssl_plugin.main_pretrain import CONFIG_PATH, main_with_errors, new_run_id
+from effssl_plugin.launch import CONFIG_PATH, main_with_errors, new_run_id, trainer_from_cfg
 
 __all__ = ["main", "linear_probe"]
 
@@ -45,13 +44,13 @@ def merge_with_pretrain_cfg(cfg: DictConfig, pre: DictConfig) -> DictConfig:
 def linear_probe(cfg: DictConfig) -> dict[str, float]:
     """Trains a linear classifier on frozen features; returns the final val metrics."""
     import torch
-    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch import seed_everything
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger
     from solo.args.linear import parse_cfg as solo_parse_linear_cfg
     from solo.data.classification_dataloader import prepare_dataloaders, prepare_datasets
     from solo.methods.linear import LinearModel
-    from solo.utils.misc import make_contiguous, omegaconf_select
+    from solo.utils.misc import make_contiguous
 
     from effssl_plugin import register
     from effssl_plugin.checkpointing import AtomicCheckpointer
@@ -103,26 +102,8 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.checkpoint.dir) / "linear" / new_run_id()
     callbacks: list = [LearningRateMonitor(logging_interval="epoch")]
     if cfg.checkpoint.enabled:
-        callbacks.append(
-            AtomicCheckpointer(
-                cfg,
-                logdir=run_dir.parent,
-                frequency=cfg.checkpoint.frequency,
-                keep_prev=cfg.checkpoint.keep_prev,
-                keep_last=int(omegaconf_select(cfg, "checkpoint.keep_last", 1)),
-                run_id=run_dir.name,
-            )
-        )
-    trainer_kwargs = OmegaConf.to_container(cfg)
-    valid = inspect.signature(Trainer.__init__).parameters
-    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if k in valid}
-    trainer_kwargs.update(
-        logger=CSVLogger(save_dir=str(run_dir), name="logs"),
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        strategy=cfg.strategy or "auto",
-    )
-    trainer = Trainer(**trainer_kwargs)
+        callbacks.append(AtomicCheckpointer.from_cfg(cfg, run_dir))
+    trainer = trainer_from_cfg(cfg, CSVLogger(save_dir=str(run_dir), name="logs"), callbacks)
     print(f"Linear probe of {ckpt}; run directory: {run_dir}")
     trainer.fit(model, train_loader, val_loader)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}

@@ -14,86 +14,112 @@ one clear line before anything is written.
 
 from __future__ import annotations
 
-import inspect
-import logging
 import os
-import random
-import string
-import sys
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from effssl_plugin.errors import EffSSLError
+from effssl_plugin.launch import CONFIG_PATH, main_with_errors, new_run_id, trainer_from_cfg
 
-__all__ = ["main", "pretrain", "main_with_errors", "CONFIG_PATH"]
+__all__ = ["main", "pretrain"]
 
-CONFIG_PATH = "pkg://effssl_plugin.configs"
 RUN_ID_ENV = "EFFSSL_RUN_ID"  # shared with the DDP worker processes Lightning starts
-
-log = logging.getLogger("effssl")
-
-
-def new_run_id() -> str:
-    """A sortable, unique run directory name, e.g. ``20261128-124501-k3f9``."""
-    suffix = "".join(random.SystemRandom().choices(string.ascii_lowercase + string.digits, k=4))
-    return time.strftime("%Y%m%d-%H%M%S-") + suffix
 
 
 def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     """Runs pretraining for ``cfg`` (plus any ``extra_callbacks``); returns the run directory."""
     import torch
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import LearningRateMonitor
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.strategies.ddp import DDPStrategy
-    from solo.data.pretrain_dataloader import prepare_dataloader
+    from lightning.pytorch import seed_everything
     from solo.methods import METHODS
-    from solo.utils.misc import make_contiguous, omegaconf_select
+    from solo.utils.misc import make_contiguous
 
     from effssl_plugin import register
-    from effssl_plugin.checkpointing import AtomicCheckpointer, NewestCheckpointResumer
-    from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
-    from effssl_plugin.data import build_pretrain_dataset, build_val_loader
+    from effssl_plugin.config import parse_pretrain_cfg
     from effssl_plugin.errors import ConfigError, suggest
-    from effssl_plugin.evaluation import resolve_checkpoint
 
     register()
     cfg = parse_pretrain_cfg(cfg)
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, METHODS)}")
     seed_everything(cfg.seed, workers=True)
-    is_effssl = cfg.method == "effssl"
+    data = _pretrain_data(cfg)
+    ckpt_path, run_id = _resume_target(cfg)
+    run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
 
-    # ---- data
-    train_loader = datamodule = calibration_dataset = None
+    model = METHODS[cfg.method](cfg)
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:
+        model = model.to(memory_format=torch.channels_last)
+    if data.calibration_dataset is not None:
+        model.calibration_dataset = data.calibration_dataset
+
+    logger = _logger(cfg, run_dir, model)
+    callbacks = _callbacks(cfg, run_dir) + list(extra_callbacks or [])
+    trainer = trainer_from_cfg(cfg, logger, callbacks)
+    print(f"Run directory: {run_dir}")
+    os.environ[RUN_ID_ENV] = run_id  # inherited by the DDP workers Lightning starts
+    try:
+        if data.datamodule is not None:
+            trainer.fit(model, datamodule=data.datamodule, ckpt_path=ckpt_path)
+        else:
+            trainer.fit(model, data.train_loader, data.val_loader, ckpt_path=ckpt_path)
+    finally:
+        os.environ.pop(RUN_ID_ENV, None)
+    return run_dir
+
+
+@dataclass
+class PretrainData:
+    train_loader: Any = None
+    val_loader: Any = None
+    datamodule: Any = None  # DALI
+    calibration_dataset: Any = None
+    num_samples: int = 0
+
+
+def _pretrain_data(cfg: DictConfig) -> PretrainData:
+    """Training data (solo-learn's pipeline or DALI), val loader, and the bank size."""
+    from solo.data.pretrain_dataloader import prepare_dataloader
+    from solo.utils.misc import omegaconf_select
+
+    from effssl_plugin.config import check_global_batch
+    from effssl_plugin.data import build_pretrain_dataset, build_val_loader
+    from effssl_plugin.errors import ConfigError
+
+    data = PretrainData()
     if cfg.data.format == "dali":
-        datamodule, calibration_dataset, num_samples = _dali_datamodule(cfg, is_effssl)
+        data.datamodule, data.calibration_dataset, data.num_samples = _dali_datamodule(cfg)
     else:
         train_dataset = build_pretrain_dataset(cfg)
-        num_samples = len(train_dataset)
-        train_loader = prepare_dataloader(
+        data.num_samples = len(train_dataset)
+        data.train_loader = prepare_dataloader(
             train_dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
         )
-    if is_effssl:
-        cfg.method_kwargs = omegaconf_select(cfg, "method_kwargs", {})
+    if cfg.method == "effssl":
         given = omegaconf_select(cfg, "method_kwargs.num_samples", None)
-        if given is not None and given != num_samples:
+        if given is not None and given != data.num_samples:
             raise ConfigError(
-                f"method_kwargs.num_samples={given} but the training set has {num_samples} "
-                "images: leave it unset so it is derived from the data"
+                f"method_kwargs.num_samples={given} but the training set has "
+                f"{data.num_samples} images: leave it unset so it is derived from the data"
             )
-        cfg.method_kwargs.num_samples = num_samples
-    check_global_batch(cfg, num_samples)
-    val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)
-    if datamodule is not None:
-        datamodule.val_dataloader = lambda: val_loader
+        cfg.method_kwargs.num_samples = data.num_samples
+    check_global_batch(cfg, data.num_samples)
+    data.val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)
+    if data.datamodule is not None:
+        data.datamodule.val_dataloader = lambda: data.val_loader
+    return data
 
-    # ---- resume
-    method_dir = Path(cfg.checkpoint.dir) / cfg.method
+
+def _resume_target(cfg: DictConfig) -> tuple[str | None, str]:
+    """(checkpoint to resume or None, run id): explicit ``resume_from_checkpoint``, else
+    the newest matching run when ``auto_resume`` is on, else a new run id."""
+    from effssl_plugin.checkpointing import NewestCheckpointResumer
+    from effssl_plugin.errors import ConfigError
+    from effssl_plugin.evaluation import resolve_checkpoint
+
     ckpt_path, run_id = None, None
     if cfg.resume_from_checkpoint is not None:
         try:
@@ -104,6 +130,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         del cfg.resume_from_checkpoint
         print(f"Resuming from checkpoint '{ckpt_path}'")
     elif cfg.auto_resume.enabled:
+        method_dir = Path(cfg.checkpoint.dir) / cfg.method
         resumer = NewestCheckpointResumer(method_dir, max_hours=cfg.auto_resume.max_hours)
         ckpt_path, run_id = resumer.find_checkpoint(cfg)
         if ckpt_path is not None:
@@ -112,30 +139,20 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         _check_resume_compatible(ckpt_path, cfg)
     if run_id is None and os.environ.get("LOCAL_RANK", "0") != "0":
         run_id = os.environ.get(RUN_ID_ENV)  # a DDP worker: use rank 0's directory
-    run_id = run_id or new_run_id()
-    run_dir = method_dir / run_id
+    return ckpt_path, run_id or new_run_id()
 
-    # ---- model
-    model = METHODS[cfg.method](cfg)
-    make_contiguous(model)
-    if not cfg.performance.disable_channel_last:
-        model = model.to(memory_format=torch.channels_last)
-    if calibration_dataset is not None:
-        model.calibration_dataset = calibration_dataset
 
-    # ---- callbacks and logging
-    callbacks: list = []
+def _callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """Atomic checkpoints, AutoUMAP when enabled, learning-rate logging."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from solo.utils.misc import omegaconf_select
+
+    from effssl_plugin.checkpointing import AtomicCheckpointer
+    from effssl_plugin.errors import ConfigError
+
+    callbacks: list = [LearningRateMonitor(logging_interval="step")]
     if cfg.checkpoint.enabled:
-        callbacks.append(
-            AtomicCheckpointer(
-                cfg,
-                logdir=method_dir,
-                frequency=cfg.checkpoint.frequency,
-                keep_prev=cfg.checkpoint.keep_prev,
-                keep_last=int(omegaconf_select(cfg, "checkpoint.keep_last", 1)),
-                run_id=run_id,
-            )
-        )
+        callbacks.append(AtomicCheckpointer.from_cfg(cfg, run_dir))
     if omegaconf_select(cfg, "auto_umap.enabled", False):
         try:
             from solo.utils.auto_umap import AutoUMAP
@@ -148,50 +165,29 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
                 frequency=cfg.auto_umap.frequency,
             )
         )
-    if cfg.wandb.enabled:
-        from lightning.pytorch.loggers.wandb import WandbLogger
+    return callbacks
 
-        logger = WandbLogger(
-            name=cfg.name,
-            project=cfg.wandb.project,
-            entity=cfg.wandb.entity,
-            offline=cfg.wandb.offline,
-            resume="allow",
-            id=run_id,
-        )
-        logger.watch(model, log="gradients", log_freq=100)
-        logger.log_hyperparams(OmegaConf.to_container(cfg))
-    else:
-        # one folder per attempt (logs/version_N): a resumed run never overwrites old logs
-        logger = CSVLogger(save_dir=str(run_dir), name="logs")
-    callbacks.append(LearningRateMonitor(logging_interval="step"))
-    callbacks.extend(extra_callbacks or [])
 
-    # ---- trainer
-    trainer_kwargs = OmegaConf.to_container(cfg)
-    valid = inspect.signature(Trainer.__init__).parameters
-    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if k in valid}
-    trainer_kwargs.update(
-        logger=logger,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        strategy=(
-            DDPStrategy(find_unused_parameters=False)
-            if cfg.strategy == "ddp"
-            else (cfg.strategy or "auto")
-        ),
+def _logger(cfg: DictConfig, run_dir: Path, model: Any) -> Any:
+    """Weights & Biases when enabled (run id = directory name), else CSV logs with one
+    ``logs/version_N`` per attempt, so a resumed run never overwrites earlier logs."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    if not cfg.wandb.enabled:
+        return CSVLogger(save_dir=str(run_dir), name="logs")
+    from lightning.pytorch.loggers.wandb import WandbLogger
+
+    logger = WandbLogger(
+        name=cfg.name,
+        project=cfg.wandb.project,
+        entity=cfg.wandb.entity,
+        offline=cfg.wandb.offline,
+        resume="allow",
+        id=run_dir.name,
     )
-    trainer = Trainer(**trainer_kwargs)
-    print(f"Run directory: {run_dir}")
-    os.environ[RUN_ID_ENV] = run_id  # inherited by the DDP workers Lightning starts
-    try:
-        if datamodule is not None:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        else:
-            trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)
-    finally:
-        os.environ.pop(RUN_ID_ENV, None)
-    return run_dir
+    logger.watch(model, log="gradients", log_freq=100)
+    logger.log_hyperparams(OmegaConf.to_container(cfg))
+    return logger
 
 
 def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
@@ -223,7 +219,7 @@ def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
             raise ConfigError(f"{message} (checkpoint: {ckpt_path})")
 
 
-def _dali_datamodule(cfg: DictConfig, is_effssl: bool):
+def _dali_datamodule(cfg: DictConfig) -> tuple[Any, Any, int]:
     """solo-learn's DALI data module; effssl needs real sample indexes from it."""
     from solo.data.pretrain_dataloader import FullTransformPipeline, NCropAugmentation
     from solo.utils.misc import compute_dataset_size
@@ -238,6 +234,7 @@ def _dali_datamodule(cfg: DictConfig, is_effssl: bool):
         )
     except ImportError as err:
         raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
+    is_effssl = cfg.method == "effssl"
     if is_effssl and not cfg.dali.encode_indexes_into_labels:
         cfg.dali.encode_indexes_into_labels = True  # the bank needs the true dataset index
     transform = FullTransformPipeline(
@@ -277,27 +274,9 @@ def _dali_datamodule(cfg: DictConfig, is_effssl: bool):
     return datamodule, calibration, num_samples
 
 
-def main_with_errors(fn: Callable[[], object], prog: str) -> None:
-    """Runs ``fn``; a user-facing error becomes one line on stderr and exit status 2."""
-    try:
-        fn()
-    except EffSSLError as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
-
-
 @hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="effssl")
 def _hydra_main(cfg: DictConfig) -> None:
     main_with_errors(lambda: pretrain(cfg), "effssl-pretrain")
-
-
-def one_line(err: BaseException) -> str:
-    """The message of ``err`` on one line; for errors re-raised by DataLoader workers, the
-    original message (the last line of the worker's traceback)."""
-    text = str(err).strip()
-    if "Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ import torch
 from hydra import compose, initialize_config_module
 from lightning.pytorch.callbacks import Callback
 
-from effssl_plugin.main_pretrain import main_with_errors, pretrain
+from effssl_plugin.launch import main_with_errors
+from effssl_plugin.main_pretrain import pretrain
 
 
 def digest(t: torch.Tensor) -> str:
