@@ -35,6 +35,15 @@ def register() -> None:
     global _registered
     if _registered:
         return
+    import warnings
+
+    # solo-learn's own imports warn about timm's renamed modules and re-register timm names
+    for message in (
+        r"Importing from timm\.",
+        r"Overwriting .* in registry with solo\.",
+        r"`torch\.cuda\.amp\.custom_fwd",
+    ):
+        warnings.filterwarnings("ignore", message=message)
     import solo.methods.base as solo_base
     import solo.utils.knn as solo_knn
     import torchmetrics

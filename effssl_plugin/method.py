@@ -277,11 +277,16 @@ class EffSSL(BaseMethod):
                     (cols, z.detach(), probs, y, self.bank_momentum, weight.detach(), matmul_dtype),
                 )
 
-        self.log("train_loss", loss, on_step=True, on_epoch=True, sync_dist=True, prog_bar=True)
+        self.log_dict(
+            {"train_ce_loss": ce, "train_kl_loss": kl},
+            on_step=True,
+            on_epoch=True,
+            sync_dist=True,
+            prog_bar=True,
+        )
         self.log_dict(
             {
-                "train_ce_loss": ce,
-                "train_kl_loss": kl,
+                "train_loss": loss,
                 "train_own_prob": own_prob,
                 "train_entropy": entropy,
                 "bank_staleness": self.bank.staleness(),
