@@ -239,22 +239,34 @@ def worker(args) -> None:
 
 
 # ------------------------------------------------------------------ orchestration
-def done_runs(results: Path) -> set[tuple]:
+def run_key(r: dict) -> tuple:
+    return (r["method"], r["variant"], float(r["fraction"]), int(r["seed"]), float(r["budget_min"]))
+
+
+def done_runs(results: Path, evals: int) -> set[tuple]:
+    """Runs whose every evaluation is in ``results.csv`` (an interrupted run is not done)."""
     if not results.exists():
         return set()
     with open(results) as f:
         rows = list(csv.DictReader(f))
-    counts: dict[tuple, int] = {}
+    last: dict[tuple, int] = {}
     for r in rows:
-        key = (
-            r["method"],
-            r["variant"],
-            float(r["fraction"]),
-            int(r["seed"]),
-            float(r["budget_min"]),
-        )
-        counts[key] = max(counts.get(key, 0), int(r["eval"]))
-    return set(counts)
+        last[run_key(r)] = max(last.get(run_key(r), 0), int(r["eval"]))
+    return {key for key, n in last.items() if n >= evals}
+
+
+def drop_partial_run(results: Path, key: tuple) -> None:
+    """Remove the rows an interrupted run left, so its rerun does not duplicate them."""
+    if not results.exists():
+        return
+    with open(results) as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if run_key(r) != key]
+    if len(kept) != len(rows):
+        with open(results, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
 
 
 def plan(args) -> list[tuple[str, str, float, int]]:
@@ -281,11 +293,11 @@ def run_all(args) -> None:
     for method, variant, fraction, seed in plan(args):
         while (args.out / "PAUSE").exists():  # lets a person use the machine between runs
             time.sleep(10)
-        if (method, variant, fraction, seed, float(args.budget_min)) in done_runs(
-            args.out / "results.csv"
-        ):
+        key = (method, variant, float(fraction), seed, float(args.budget_min))
+        if key in done_runs(args.out / "results.csv", args.evals):
             print(f"skip {method}/{variant}/f={fraction}/seed={seed}: in results.csv")
             continue
+        drop_partial_run(args.out / "results.csv", key)
         cmd = [
             sys.executable,
             __file__,

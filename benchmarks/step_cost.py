@@ -11,6 +11,10 @@ median step time of each is reported with its ratio to EffSSL.
         [--size 32] [--rounds 4] [--steps 3] [--out benchmarks/results]
 
 Targets: effssl <= 0.55 x simclr, <= 0.5 x byol, <= 1.15 x the bare backbone.
+
+Peak memory: exact on CUDA (``max_memory_allocated``); on CPU it is the growth of the
+process's peak resident memory during the method's steps, approximate because memory
+freed by an earlier block is reused (``n/a`` when it did not grow).
 """
 
 from __future__ import annotations
@@ -222,10 +226,8 @@ def main() -> None:
                     "met" if med / ref >= target else "NOT met"
                 )
                 verdict += f" ({ref / med:.2f}x)"
-        print(
-            f"{name:<12}{models[name][1]:>6}{med:>15.3f}{ratio:>17.2f}"
-            f"{peaks[name] / 2**20:>10.0f}   {verdict}"
-        )
+        peak = f"{peaks[name] / 2**20:.0f}" if peaks[name] else "n/a"
+        print(f"{name:<12}{models[name][1]:>6}{med:>15.3f}{ratio:>17.2f}{peak:>10}   {verdict}")
         rows.append(
             {
                 "method": name,

@@ -314,3 +314,48 @@ def test_hydra_search_path_plugin_resolves_configs_and_registers(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["effssl", "stl10", "True", "True"]
+
+
+@pytest.mark.parametrize(
+    "preset, dataset, crop, low_res",
+    [
+        ("cifar10", "cifar10", 32, True),
+        ("cifar100", "cifar100", 32, True),
+        ("stl10", "stl10", 96, True),
+        ("imagenet100", "imagenet100", 224, False),
+        ("imagenet", "imagenet", 224, False),
+        ("custom", "custom", 224, False),
+        ("custom_lowres", "custom", 32, True),
+    ],
+)
+def test_dataset_presets_select_with_one_override(preset, dataset, crop, low_res):
+    for config in ("effssl", "simclr"):
+        cfg = compose(config, [f"dataset={preset}"])
+        assert cfg.data.dataset == dataset
+        assert cfg.augmentations[0].crop_size == crop
+        assert cfg.backbone.kwargs.low_res is low_res
+        assert cfg.augmentations[0].num_crops == (1 if config == "effssl" else 2)
+        assert cfg.backbone.kwargs.model_name == "resnet18"
+
+
+def test_cpu_preset():
+    cfg = compose("effssl", ["machine=cpu"])
+    assert (cfg.accelerator, cfg.devices, cfg.precision, cfg.strategy) == (
+        "cpu",
+        1,
+        "32-true",
+        "auto",
+    )
+    assert cfg.sync_batchnorm is False
+
+
+@pytest.mark.parametrize("crop, resized", [(32, 32), (96, 96), (224, 256)])
+def test_custom_validation_runs_at_the_pretraining_resolution(crop, resized):
+    from PIL import Image
+
+    from effssl_plugin.data import classification_transform
+
+    tf = classification_transform(crop)
+    assert tf.transforms[0].size == resized  # short side before the center crop
+    out = tf(Image.new("RGB", (300, 200)))
+    assert tuple(out.shape) == (3, crop, crop)
