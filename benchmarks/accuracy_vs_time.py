@@ -12,6 +12,7 @@ counted). The calibration pass of EffSSL and all data loading are counted.
     python benchmarks/accuracy_vs_time.py                          # 4 methods, 20 min each
     python benchmarks/accuracy_vs_time.py --budget-min 10 --fraction 0.1 0.25
     python benchmarks/accuracy_vs_time.py --ablations --budget-min 10
+    python benchmarks/accuracy_vs_time.py --random-init            # untrained-backbone kNN
     python benchmarks/accuracy_vs_time.py --report-only            # tables and plots again
 
 Writes ``results.csv`` (one row per evaluation), ``accuracy_vs_time_*.png`` and
@@ -238,6 +239,43 @@ def worker(args) -> None:
     pretrain(cfg, extra_callbacks=[callback])
 
 
+def random_init_reference(args) -> None:
+    """kNN top-1 of the untrained backbone (same factory, seed and evaluation): the level
+    a pretraining run has to beat before it has learned anything."""
+    import torch
+
+    import effssl_plugin
+
+    effssl_plugin.register()
+    from solo.methods.base import BaseMethod
+
+    data = ensure_data(args.data_dir)
+    train, test = load_split(data / "train"), load_split(data / "test")
+    out = args.out / "random_init.csv"
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        backbone = BaseMethod._BACKBONES["timm"](
+            method="effssl", model_name=args.model, low_res=True
+        ).to(memory_format=torch.channels_last)
+        top1, top5 = knn_eval(backbone, train, test, torch.device("cpu"))
+        print(f"random-init {args.model} seed {seed}: kNN top-1 {top1:.2f}, top-5 {top5:.2f}")
+        new = not out.exists()
+        with open(out, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["model", "seed", "knn_top1", "knn_top5", "k", "T"])
+            if new:
+                w.writeheader()
+            w.writerow(
+                {
+                    "model": args.model,
+                    "seed": seed,
+                    "knn_top1": round(top1, 3),
+                    "knn_top5": round(top5, 3),
+                    "k": K,
+                    "T": T,
+                }
+            )
+
+
 # ------------------------------------------------------------------ orchestration
 def run_key(r: dict) -> tuple:
     return (r["method"], r["variant"], float(r["fraction"]), int(r["seed"]), float(r["budget_min"]))
@@ -354,7 +392,22 @@ def report(args) -> None:
         key = (r["method"], r["variant"], r["fraction"], r["budget_min"], r["seed"])
         groups.setdefault(key, []).append(r)
     lines = ["# accuracy_vs_time results", ""]
-    lines += [f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 CIFAR-10 test images.", ""]
+    lines += [
+        f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 CIFAR-10 test images, the 50,000 "
+        "training images as reference.",
+        "",
+    ]
+    reference = None
+    if (args.out / "random_init.csv").exists():
+        with open(args.out / "random_init.csv") as f:
+            refs = [float(r["knn_top1"]) for r in csv.DictReader(f) if r["model"] == args.model]
+        if refs:
+            reference = sum(refs) / len(refs)
+            lines += [
+                f"Untrained {args.model} (random init, {len(refs)} seed(s)): kNN top-1 "
+                f"{reference:.2f} (`--random-init`).",
+                "",
+            ]
     settings = sorted({(k[2], k[3]) for k in groups})
     for fraction, budget in settings:
         sel = {k: v for k, v in groups.items() if k[2] == fraction and k[3] == budget}
@@ -389,6 +442,8 @@ def report(args) -> None:
                     label=label if i == 0 else None,
                     alpha=0.9 if i == 0 else 0.5,
                 )
+        if reference:
+            ax.axhline(reference, color="gray", ls="--", label="random-init backbone")
         ax.set_xlabel("training wall-clock (min, 2 CPU cores)")
         ax.set_ylabel("kNN top-1 (%)")
         ax.set_title(f"CIFAR-10, {fraction:g} of the training data, {budget:g}-min budget")
@@ -399,6 +454,19 @@ def report(args) -> None:
         fig.savefig(args.out / name, dpi=120)
         plt.close(fig)
         lines += ["", f"![plot]({name})", ""]
+        n_evals = max(len(v) for v in sel.values())
+        if n_evals > 1:  # top-1 at each evaluation (first run of each variant)
+            first = {
+                (k[0], k[1]): sorted(v, key=lambda r: r["train_min"])
+                for k, v in sorted(sel.items(), key=lambda kv: kv[0][4], reverse=True)
+            }
+            minutes = [f"{budget * (i + 1) / n_evals:g} min" for i in range(n_evals)]
+            lines += ["| method | variant | " + " | ".join(minutes) + " |"]
+            lines += ["|---|---|" + "---|" * n_evals]
+            for (method, variant), run in first.items():
+                cells = [f"{r['knn_top1']:.2f}" for r in run] + ["-"] * (n_evals - len(run))
+                lines.append(f"| {method} | {variant} | " + " | ".join(cells) + " |")
+            lines.append("")
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -424,6 +492,11 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "effssl" / "cifar10")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy_vs_time")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="kNN of the untrained backbone (per seed) into random_init.csv, then the report",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="default", help=argparse.SUPPRESS)
@@ -434,6 +507,9 @@ def main() -> None:
     if args.worker:
         args.fraction = args.fraction[0]
         worker(args)
+    elif args.random_init:
+        random_init_reference(args)
+        report(args)
     elif args.report_only:
         report(args)
     else:
