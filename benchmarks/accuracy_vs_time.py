@@ -206,6 +206,11 @@ def worker(args) -> None:
     ]
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         cfg = compose(args.method, overrides=overrides)
+    rows = round(len(train[1]) * args.fraction) if args.fraction < 1 else len(train[1])
+    if args.method == "effssl" and cfg.method_kwargs.num_negatives >= rows:
+        # k = 10,000 negatives needs more than 10,000 images: use every row instead
+        print(f"{rows} training images <= num_negatives: using all rows (-1)", flush=True)
+        cfg.method_kwargs.num_negatives = -1
     cfg.augmentations[0].mean = list(CIFAR_MEAN)
     cfg.augmentations[0].std = list(CIFAR_STD)
     # each recipe's warm-up share of its schedule (solo-learn's default: 10 epochs), then
