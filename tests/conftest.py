@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -10,7 +11,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EFFSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def find_shared_data() -> Path:
+    """The project's shared data folder: ``$EFFSSL_SHARED_DATA``, else ``shared/data`` beside
+    this checkout, else beside the checkout it was cloned from (a fresh local clone, as CI
+    makes, may live elsewhere)."""
+    if "EFFSSL_SHARED_DATA" in os.environ:
+        return Path(os.environ["EFFSSL_SHARED_DATA"])
+    candidates = [REPO.parent / "shared" / "data"]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():  # a local clone: origin is a path
+        candidates.append(Path(origin).resolve().parent / "shared" / "data")
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATA = find_shared_data()
 SOLO_MISSING = (
     "solo-learn is not installed: install it from https://github.com/vturrisi/solo-learn "
     "(README: Install) to run the plugin tests"
