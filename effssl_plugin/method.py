@@ -20,7 +20,6 @@ from solo.methods.base import BaseMethod
 from solo.utils.metrics import accuracy_at_k
 from solo.utils.misc import omegaconf_select
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from effssl_plugin.bank import BANK_DTYPES, MemoryBank
@@ -356,18 +355,13 @@ class EffSSL(BaseMethod):
                 f"the training set has {len(dataset)} images but the memory bank has "
                 f"{self.bank.num_samples} rows (method_kwargs.num_samples)"
             )
-        world = self.trainer.world_size
-        sampler = (
-            DistributedSampler(
-                dataset, num_replicas=world, rank=self.trainer.global_rank, shuffle=False
-            )
-            if world > 1
-            else range(len(dataset))
-        )
         batch_size = getattr(train_loader, "batch_size", None) or self.batch_size
+        batches = calibration_batches(
+            len(dataset), batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size
+        )
         return DataLoader(
             dataset,
-            batch_sampler=_batches_without_small_tail(list(sampler), batch_size),
+            batch_sampler=batches,
             num_workers=getattr(train_loader, "num_workers", 0),
             pin_memory=self.device.type == "cuda",
         )
@@ -376,10 +370,18 @@ class EffSSL(BaseMethod):
     def calibrate_bank(self) -> None:
         """One no-grad pass of the current network over every training image ("feature
         calibrate"). Uses the training view, BatchNorm in batch-statistics mode as in a
-        training step; BatchNorm running statistics are restored afterwards. Samples that
-        a ``drop_last`` loader would skip are included; DDP shards the pass and every
-        replica receives every row."""
+        training step, over seeded shuffled batches (:func:`calibration_batches`: never
+        one class per batch on class-sorted folders); BatchNorm running statistics are
+        restored afterwards. Samples that a ``drop_last`` loader would skip are included;
+        DDP shards the pass and every replica receives every row."""
         loader = self._calibration_loader()
+        if self.trainer.is_global_zero:
+            print(
+                f"Calibrating the memory bank: {self.bank.num_samples} rows, "
+                f"{len(loader) * self.trainer.world_size} batches in shuffled order "
+                "(one no-grad pass over the training set before step 1)",
+                flush=True,
+            )
         saved = {
             name: buf.clone() for name, buf in self.named_buffers() if not name.startswith("bank.")
         }
@@ -434,6 +436,24 @@ class EffSSL(BaseMethod):
         if gen_state is not None:
             self._generator_state = gen_state
             self._negatives_generator = None
+
+
+def calibration_batches(
+    num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
+    """This rank's calibration batches: every index in one seeded random order.
+
+    The permutation is the same on every rank (it depends on ``seed`` only); as
+    ``DistributedSampler`` does, it is padded with its first indexes to a multiple of
+    ``world_size`` so every rank gets the same number of batches (a padded index is written
+    with the mean of its features), and rank ``r`` takes every ``world_size``-th index from
+    ``r``. Shuffling matters: ImageFolder indexes are sorted by class, and BatchNorm in
+    batch-statistics mode over one-class batches would bias the calibrated rows.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(num_samples, generator=generator).tolist()
+    order += order[: (-num_samples) % world_size]
+    return _batches_without_small_tail(order[rank::world_size], batch_size)
 
 
 def _batches_without_small_tail(indices: list[int], batch_size: int) -> list[list[int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose, require_solo, tiny_overrides
+from conftest import compose, make_image_folder, require_solo, tiny_overrides
 
 require_solo()
 
@@ -359,3 +359,40 @@ def test_custom_validation_runs_at_the_pretraining_resolution(crop, resized):
     assert tf.transforms[0].size == resized  # short side before the center crop
     out = tf(Image.new("RGB", (300, 200)))
     assert tuple(out.shape) == (3, crop, crop)
+
+
+@pytest.mark.parametrize("n, b, world", [(64, 16, 1), (37, 8, 1), (37, 8, 2), (50, 7, 3)])
+def test_calibration_batches_shuffled_identically_on_every_rank_and_cover_every_row(n, b, world):
+    from effssl_plugin.method import calibration_batches
+
+    shards = [calibration_batches(n, b, seed=3, rank=r, world_size=world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # same number of batches on every rank
+    seen = [i for shard in shards for batch in shard for i in batch]
+    assert set(seen) == set(range(n)) and len(seen) == n + (-n) % world
+    assert seen != sorted(seen)  # not index order
+    assert calibration_batches(n, b, 3, 0, world) == shards[0]  # seeded: reproducible
+    assert calibration_batches(n, b, 4, 0, world) != shards[0]
+
+
+def test_calibration_never_sees_one_class_batches_on_a_class_sorted_folder(tmp_path, monkeypatch):
+    """ImageFolder indexes are sorted by class: index-order batches would each hold a single
+    class, biasing BatchNorm's batch statistics and hence the calibrated rows."""
+    from lightning.pytorch.callbacks import Callback
+
+    from effssl_plugin.main_pretrain import pretrain
+
+    folder = make_image_folder(tmp_path / "sorted", classes=4, per_class=8)
+    monkeypatch.chdir(tmp_path)
+    captured: dict = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, module):  # runs before the module's calibration
+            loader = module._calibration_loader()
+            targets = loader.dataset.targets
+            captured["batches"] = [[targets[i] for i in batch] for batch in loader.batch_sampler]
+
+    cfg = compose("effssl", [*tiny_overrides(folder, 1, 8, 4), "+fast_dev_run=1"])
+    pretrain(cfg, extra_callbacks=[Capture()])
+    batches = captured["batches"]
+    assert sum(len(b) for b in batches) == 32
+    assert all(len(set(b)) > 1 for b in batches), batches
