@@ -6,7 +6,12 @@ Importing this package is light: it imports neither solo-learn nor Lightning.
 
 from __future__ import annotations
 
+import contextlib as _contextlib
 import os as _os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __version__ = "0.1.0"
 
@@ -18,9 +23,39 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "configs")) and 
     _os.path.join(_repo_root, "configs", "__init__.py")
 ):
     __path__.append(_repo_root)  # noqa: F821 - the package's own search path
-__all__ = ["register", "__version__"]
+__all__ = ["register", "__version__", "cpu_workers", "create_encoder"]
 
 _registered = False
+
+
+def cpu_workers(devices: object = 1) -> int:
+    """DataLoader workers per process on this machine: the CPU cores available to this
+    process, shared by ``devices`` processes, less one each for the process itself (as
+    Lightning suggests; at least 1). The ``${effssl.cpu_workers:${devices}}`` resolver."""
+    try:
+        cores = len(_os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = _os.cpu_count() or 1
+    processes = devices if isinstance(devices, int) and devices > 0 else 1
+    return max(1, cores // processes - 1)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("effssl.cpu_workers", cpu_workers, replace=True)
+
+
+_register_resolvers()
+
+
+def create_encoder(path: str | _os.PathLike):
+    """The pretrained encoder in an exported folder (``effssl-export``, ``<run dir>/encoder``),
+    in eval mode, low-resolution stems included; see :func:`effssl_plugin.export.create_encoder`.
+    """
+    from effssl_plugin.export import create_encoder as _create_encoder
+
+    return _create_encoder(path)
 
 
 def register() -> None:
@@ -28,36 +63,55 @@ def register() -> None:
 
     Adds ``"effssl"`` to ``solo.methods.METHODS`` and a ``"timm"`` backbone factory to
     ``BaseMethod._BACKBONES`` (any ``timm.list_models()`` name via
-    ``backbone.kwargs.model_name``). With torchmetrics >= 1.0 it also points solo-learn's
-    ``WeightedKNNClassifier`` name at a compatible subclass with the same math, which
-    solo-learn's own class (it passes ``compute_on_step``) needs to run at all.
+    ``backbone.kwargs.model_name``). It also points solo-learn's ``WeightedKNNClassifier``
+    name at a subclass with the same math (:mod:`effssl_plugin.knn`), on every torchmetrics
+    version: solo-learn's own class does not run under torchmetrics >= 1.0 (it passes
+    ``compute_on_step``) and, under the torchmetrics < 0.12 it pins, crashes on validation
+    batches that lack some classes.
     """
     global _registered
     if _registered:
         return
-    import warnings
+    with quiet_imports():
+        import solo.methods.base as solo_base
+        import solo.utils.knn as solo_knn
+        from solo.methods import METHODS
 
-    # solo-learn's own imports warn about timm's renamed modules and re-register timm names
-    for message in (
-        r"Importing from timm\.",
-        r"Overwriting .* in registry with solo\.",
-        r"`torch\.cuda\.amp\.custom_fwd",
-    ):
-        warnings.filterwarnings("ignore", message=message)
-    import solo.methods.base as solo_base
-    import solo.utils.knn as solo_knn
-    import torchmetrics
-    from packaging.version import Version
-    from solo.methods import METHODS
-
-    from effssl_plugin.backbones import timm_backbone
-    from effssl_plugin.method import EffSSL
+        from effssl_plugin.backbones import timm_backbone
+        from effssl_plugin.knn import WeightedKNNClassifierTM1
+        from effssl_plugin.method import EffSSL
 
     METHODS["effssl"] = EffSSL
     solo_base.BaseMethod._BACKBONES["timm"] = timm_backbone
-    if Version(torchmetrics.__version__) >= Version("1.0"):
-        from effssl_plugin.knn import WeightedKNNClassifierTM1
-
-        solo_base.WeightedKNNClassifier = WeightedKNNClassifierTM1
-        solo_knn.WeightedKNNClassifier = WeightedKNNClassifierTM1
+    solo_base.WeightedKNNClassifier = WeightedKNNClassifierTM1
+    solo_knn.WeightedKNNClassifier = WeightedKNNClassifierTM1
     _registered = True
+
+
+#: what importing solo-learn prints: timm's renamed modules, solo-learn re-registering timm
+#: model names, and torch's deprecated ``torch.cuda.amp.custom_fwd`` in solo-learn
+_HOST_IMPORT_WARNINGS = (
+    r"Importing from timm\.",
+    r"Overwriting .* in registry with solo\.",
+    r"`torch\.cuda\.amp\.custom_fwd",
+)
+
+
+@_contextlib.contextmanager
+def quiet_imports() -> Iterator[None]:
+    """Hides solo-learn's and timm's import-time warnings inside the block only: a
+    ``warnings.catch_warnings`` scope, so no filter outlives it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        for message in _HOST_IMPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def import_solo_quietly() -> None:
+    """Imports solo-learn (and, through it, timm's deprecated modules) under
+    :func:`quiet_imports`. The entry points call it first: Python imports a module once, so
+    their later solo-learn imports print nothing."""
+    with quiet_imports():
+        import solo.methods  # noqa: F401 - imported for its side effect, quietly

@@ -14,14 +14,31 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from omegaconf import DictConfig
 from solo.utils.auto_resumer import AutoResumer
 from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
-__all__ = ["AtomicCheckpointer", "NewestCheckpointResumer", "checkpoint_epoch"]
+from effssl_plugin.errors import ConfigError
+
+__all__ = [
+    "AtomicCheckpointer",
+    "NewestCheckpointResumer",
+    "checkpoint_epoch",
+    "BANK_STORAGE",
+    "check_bank_present",
+]
 
 _EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")
+
+#: ``checkpoint.bank``: how checkpoints store the EffSSL memory bank (``bank.*`` buffers).
+#: ``full``: as trained; ``bfloat16``: a float32 bank is stored in bfloat16 (half the bytes; on
+#: resume it is the bfloat16-rounded bank, cast back); ``none_at_end``: as trained, except the
+#: checkpoint of the last epoch, which leaves the bank out (it cannot be continued).
+BANK_STORAGE = ("full", "bfloat16", "none_at_end")
+#: Checkpoint key recording a non-default bank storage (``"bfloat16"`` or ``"omitted"``).
+BANK_STORAGE_KEY = "effssl_checkpoint_bank"
 
 
 def checkpoint_epoch(path: str | Path) -> int:
@@ -48,12 +65,17 @@ class AtomicCheckpointer(Checkpointer):
         keep_prev: bool = False,
         keep_last: int = 1,
         run_id: str | None = None,
+        bank: str = "full",
     ) -> None:
         super().__init__(cfg, logdir=logdir, frequency=frequency, keep_prev=keep_prev)
         if keep_last < 1:
             raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
+        if bank not in BANK_STORAGE:
+            raise ConfigError(f"checkpoint.bank must be one of {list(BANK_STORAGE)}, got {bank!r}")
         self.keep_last = keep_last
         self.run_id = run_id
+        self.bank = bank
+        self._saving_last = False
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig, run_dir: Path) -> AtomicCheckpointer:
@@ -65,6 +87,7 @@ class AtomicCheckpointer(Checkpointer):
             keep_prev=cfg.checkpoint.keep_prev,
             keep_last=int(omegaconf_select(cfg, "checkpoint.keep_last", 1)),
             run_id=run_dir.name,
+            bank=str(omegaconf_select(cfg, "checkpoint.bank", "full")),
         )
 
     def initial_setup(self, trainer: pl.Trainer) -> None:
@@ -102,7 +125,41 @@ class AtomicCheckpointer(Checkpointer):
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         if epoch % self.frequency == 0 or last:
-            self.save(trainer)
+            self._saving_last = bool(trainer.max_epochs and trainer.max_epochs > 0 and last)
+            try:
+                self.save(trainer)
+            finally:
+                self._saving_last = False
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        """Applies ``checkpoint.bank`` to the ``bank.*`` entries of the state dict."""
+        state = checkpoint.get("state_dict", {})
+        if "bank.weight" not in state or self.bank == "full":
+            return
+        if self.bank == "none_at_end" and self._saving_last:
+            for key in [k for k in state if k.startswith("bank.")]:
+                del state[key]
+            checkpoint[BANK_STORAGE_KEY] = "omitted"
+        elif self.bank == "bfloat16" and state["bank.weight"].dtype == torch.float32:
+            state["bank.weight"] = state["bank.weight"].to(torch.bfloat16)
+            checkpoint[BANK_STORAGE_KEY] = "bfloat16"
+
+
+def check_bank_present(checkpoint: dict, path: str | Path, cfg: DictConfig) -> None:
+    """Refuses to continue an EffSSL checkpoint saved without its bank (``none_at_end``)."""
+    if cfg.method != "effssl" or checkpoint.get(BANK_STORAGE_KEY) != "omitted":
+        return
+    epochs = int(checkpoint.get("epoch", -1)) + 1
+    if 0 < int(cfg.max_epochs) <= epochs:
+        return  # a finished run: the launcher reports it and trains nothing
+    raise ConfigError(
+        f"the checkpoint {path} was saved without its memory bank "
+        f"(checkpoint.bank=none_at_end, after {epochs} epochs): it holds the trained weights "
+        "(also in the run's encoder/ folder) but cannot be continued; resume from an earlier "
+        "checkpoint, or start a new run (auto_resume.enabled=false)"
+    )
 
 
 class NewestCheckpointResumer(AutoResumer):

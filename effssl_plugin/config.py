@@ -4,7 +4,7 @@ the checks that must run before anything is written."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import omegaconf
 import torch
@@ -14,6 +14,7 @@ from solo.utils.misc import omegaconf_select
 
 from effssl_plugin.data import check_data_paths
 from effssl_plugin.errors import ConfigError, suggest
+from effssl_plugin.method import DEFAULT_METHOD_KWARGS
 
 __all__ = [
     "resolve_accelerator",
@@ -21,7 +22,73 @@ __all__ = [
     "parse_with_real_devices",
     "parse_pretrain_cfg",
     "check_global_batch",
+    "check_numeric_keys",
+    "check_stopping_condition",
+    "NUMERIC_KEYS",
 ]
+
+
+class Numeric(NamedTuple):
+    """What a numeric config key accepts: an integer or any number, and a lower bound."""
+
+    integer: bool = False
+    low: float | None = None  # None: no bound
+    low_allowed: bool = True  # >= low (True) or > low (False)
+
+    def describe(self) -> str:
+        """E.g. ``"an integer >= 1"``."""
+        kind = "an integer" if self.integer else "a number"
+        if self.low is None:
+            return kind
+        return f"{kind} {'>=' if self.low_allowed else '>'} {self.low}"
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has the type (booleans are not numbers here) and the range."""
+        types = (int,) if self.integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, types):
+            return False
+        if self.low is None:
+            return True
+        return value >= self.low if self.low_allowed else value > self.low
+
+
+#: Every numeric config key the launcher or solo-learn computes with, and its range. Checked
+#: once (:func:`check_numeric_keys`) before anything else reads them; absent or null keys are
+#: skipped (required ones are checked before). Ranges of ``method_kwargs`` are the method's
+#: to check (EffSSL: ``method.py``); here only their type. ``max_epochs`` also allows -1, see
+#: :func:`check_stopping_condition`.
+NUMERIC_KEYS: dict[str, Numeric] = {
+    "optimizer.lr": Numeric(low=0, low_allowed=False),
+    "optimizer.classifier_lr": Numeric(low=0, low_allowed=False),
+    "optimizer.weight_decay": Numeric(low=0),
+    "optimizer.batch_size": Numeric(integer=True, low=1),
+    "max_epochs": Numeric(integer=True, low=-1),
+    "max_steps": Numeric(integer=True, low=-1),
+    "seed": Numeric(integer=True),
+    "num_views": Numeric(integer=True, low=1),
+    "data.num_workers": Numeric(integer=True, low=0),
+    "data.fraction": Numeric(low=-1),
+    "data.crop_size": Numeric(integer=True, low=1),
+    "data.val_crop_pct": Numeric(low=0, low_allowed=False),
+    "scheduler.warmup_epochs": Numeric(low=0),
+    "scheduler.warmup_start_lr": Numeric(low=0),
+    "scheduler.min_lr": Numeric(low=0),
+    "knn_eval.k": Numeric(integer=True, low=1),
+    "checkpoint.frequency": Numeric(integer=True, low=1),
+    "checkpoint.keep_last": Numeric(integer=True, low=1),
+    "auto_resume.max_hours": Numeric(low=0, low_allowed=False),
+    "momentum.base_tau": Numeric(low=0),
+    "momentum.final_tau": Numeric(low=0),
+    # solo-learn baselines' method_kwargs (simclr, byol, mocov2plus)
+    "method_kwargs.pred_hidden_dim": Numeric(integer=True),
+    "method_kwargs.queue_size": Numeric(integer=True),
+    # effssl's, from its defaults (floats accept integers)
+    **{
+        f"method_kwargs.{key}": Numeric(integer=isinstance(default, int))
+        for key, default in DEFAULT_METHOD_KWARGS.items()
+        if isinstance(default, (int, float)) and not isinstance(default, bool)
+    },
+}
 
 
 def resolve_accelerator(accelerator: str | None) -> str:
@@ -95,6 +162,42 @@ def resolve_auto_machine(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     return cfg
 
 
+def check_numeric_keys(cfg: omegaconf.DictConfig) -> None:
+    """Every key of :data:`NUMERIC_KEYS` that is set holds a number in its range."""
+    for key, rule in NUMERIC_KEYS.items():
+        value = omegaconf_select(cfg, key, None)
+        if value is not None and not rule.accepts(value):
+            raise ConfigError(f"{key} must be {rule.describe()}, got {value!r}")
+
+
+#: schedulers whose length solo-learn derives from ``max_epochs`` (unusable with -1)
+_SCHEDULERS_WITHOUT_EPOCHS = ("none", "step")
+
+
+def check_stopping_condition(cfg: omegaconf.DictConfig) -> None:
+    """``max_epochs`` must end training: >= 1, or -1 (Lightning: no epoch limit) only with
+    ``max_steps`` or ``max_time`` set and a scheduler that does not need a number of epochs."""
+    max_epochs = cfg.max_epochs
+    if max_epochs >= 1:
+        return
+    if max_epochs == 0:
+        raise ConfigError("max_epochs must be >= 1 (or -1 with +max_steps/+max_time), got 0")
+    has_limit = (omegaconf_select(cfg, "max_steps", -1) or -1) > 0 or omegaconf_select(
+        cfg, "max_time", None
+    ) is not None
+    if not has_limit:
+        raise ConfigError(
+            "max_epochs=-1 with neither max_steps nor max_time set would train forever: set "
+            "max_epochs to a number of epochs, or add +max_steps=N or +max_time=DD:HH:MM:SS"
+        )
+    scheduler = str(omegaconf_select(cfg, "scheduler.name", "none")).lower()
+    if scheduler not in _SCHEDULERS_WITHOUT_EPOCHS:
+        raise ConfigError(
+            f"max_epochs=-1: scheduler.name={scheduler} needs a number of epochs; set max_epochs "
+            "(max_steps and max_time still stop earlier) or scheduler.name=none"
+        )
+
+
 def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     """solo-learn's pretrain ``parse_cfg`` with the world size Lightning will really use.
 
@@ -118,6 +221,10 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     for key in required:
         if omegaconf_select(cfg, key, None) is None:
             raise ConfigError(f"{key} is missing from the config")
+    check_numeric_keys(cfg)
+    check_stopping_condition(cfg)
+    if "num_workers" in cfg.data:  # machine=cpu's resolver: record the number in args.json
+        cfg.data.num_workers = cfg.data.num_workers
     datasets = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
     if cfg.data.dataset not in datasets:
         raise ConfigError(

@@ -4,10 +4,14 @@ validation transforms at the pretraining resolution for custom folders."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import omegaconf
 import torch
@@ -27,12 +31,15 @@ from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
 from effssl_plugin.errors import DataError
+from effssl_plugin.launch import hydra_config_name
 
 __all__ = [
     "FOLDER_DATASETS",
+    "ImageFolderWithClasses",
     "build_pretrain_dataset",
     "build_val_loader",
     "check_data_paths",
+    "class_folders",
     "classification_transform",
     "read_rgb_image",
 ]
@@ -92,6 +99,53 @@ def _check_folder(key: str, path: Any) -> None:
         raise DataError(f"{key}={p} is empty or not a folder: expected one subfolder per class")
 
 
+#: subfolder names of a dataset root (splits), as opposed to class folders
+_SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
+
+
+def class_folders(path: Any) -> list[str]:
+    """The class names ImageFolder finds in ``path``: its subfolders, sorted."""
+    return sorted(entry.name for entry in os.scandir(str(path)) if entry.is_dir())
+
+
+class ImageFolderWithClasses(ImageFolder):
+    """An ImageFolder that labels each class folder with its index in ``classes`` (the
+    training folder's), so a val folder holding a subset of the classes keeps the labels
+    the online classifier was trained with."""
+
+    def __init__(self, root: str, classes: list[str], **kwargs: Any) -> None:
+        self.all_classes = list(classes)
+        super().__init__(root, **kwargs)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        present = set(class_folders(directory))
+        index = {c: i for i, c in enumerate(self.all_classes) if c in present}
+        return list(index), index
+
+
+def _check_not_split_root(key: str, path: Any) -> None:
+    """Refuses a dataset root (``train/`` plus ``test/`` or ``val/``) given as a class folder."""
+    names = [n for n in class_folders(path) if not n.startswith(".")]  # e.g. .ipynb_checkpoints
+    if "train" in names and len(names) >= 2 and set(names) <= set(_SPLIT_NAMES):
+        val = next(n for n in _SPLIT_NAMES if n != "train" and n in names)
+        raise DataError(
+            f"{key}={path} holds the split folders {', '.join(n + '/' for n in names)}, not one "
+            f"folder per class: use data.train_path={path}/train data.val_path={path}/{val}"
+        )
+
+
+def _check_val_classes(train_path: Any, val_path: Any) -> None:
+    """Every class of the val folder must be a class of the training folder."""
+    extra = sorted(set(class_folders(val_path)) - set(class_folders(train_path)))
+    if extra:
+        shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
+        raise DataError(
+            f"data.val_path={val_path} has {len(extra)} class folder(s) that data.train_path="
+            f"{train_path} lacks ({shown}): the online classifier knows the training classes "
+            "only; remove them from data.val_path or add them to data.train_path"
+        )
+
+
 def check_data_paths(cfg: omegaconf.DictConfig, validation: bool = True) -> None:
     """Fails fast, naming the key, when a folder dataset's path is missing or empty.
 
@@ -106,9 +160,43 @@ def check_data_paths(cfg: omegaconf.DictConfig, validation: bool = True) -> None
                 if not Path(str(path)).is_file():
                     raise DataError(f"data.{key}={path} is not an existing h5 file")
         return
-    _check_folder("data.train_path", omegaconf_select(cfg, "data.train_path", None))
+    train_path = omegaconf_select(cfg, "data.train_path", None)
+    _check_folder("data.train_path", train_path)
+    _check_not_split_root("data.train_path", train_path)
     if validation and val_path is not None:
         _check_folder("data.val_path", val_path)
+        _check_not_split_root("data.val_path", val_path)
+        if not omegaconf_select(cfg, "data.no_labels", False):
+            _check_val_classes(train_path, val_path)
+
+
+#: datasets torchvision downloads into their path, and their names
+DOWNLOADED_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
+
+
+@contextmanager
+def download_errors(dataset: str, key: str, path: Any) -> Iterator[None]:
+    """A failed torchvision download of ``dataset`` into ``path`` becomes a
+    :class:`DataError` naming the ways out; the folders the attempt created are removed."""
+    if dataset not in DOWNLOADED_DATASETS:
+        yield
+        return
+    created = Path(str(path)).absolute()
+    while not created.parent.exists():  # the outermost folder the download would create
+        created = created.parent
+    existed = created.exists()
+    try:
+        yield
+    except (URLError, ConnectionError, TimeoutError) as err:
+        if not existed:
+            shutil.rmtree(created, ignore_errors=True)
+        reason = getattr(err, "reason", None) or err
+        raise DataError(
+            f"{DOWNLOADED_DATASETS[dataset]} could not be downloaded into {key}={path} "
+            f"({reason}): give this machine network access, or train on JPEG/PNG class folders: "
+            f"python main_pretrain.py --config-name {hydra_config_name()} dataset=custom_lowres "
+            "data.train_path=<dir>/train data.val_path=<dir>/test"
+        ) from None
 
 
 def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
@@ -125,14 +213,15 @@ def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
         print("Transforms:")
         print(transform)
     try:
-        dataset = prepare_datasets(
-            cfg.data.dataset,
-            transform,
-            train_data_path=cfg.data.train_path,
-            data_format=cfg.data.format,
-            no_labels=cfg.data.no_labels,
-            data_fraction=cfg.data.fraction,
-        )
+        with download_errors(cfg.data.dataset, "data.train_path", cfg.data.train_path):
+            dataset = prepare_datasets(
+                cfg.data.dataset,
+                transform,
+                train_data_path=cfg.data.train_path,
+                data_format=cfg.data.format,
+                no_labels=cfg.data.no_labels,
+                data_fraction=cfg.data.fraction,
+            )
     except FileNotFoundError as err:
         raise DataError(f"data.train_path={cfg.data.train_path}: {err}") from None
     if isinstance(dataset, ImageFolder):
@@ -187,8 +276,11 @@ def build_val_loader(cfg: omegaconf.DictConfig, batch_size: int) -> DataLoader |
         return None
     fmt = "image_folder" if cfg.data.format == "dali" else cfg.data.format
     if cfg.data.dataset == "custom" and fmt == "image_folder":
-        val_dataset = ImageFolder(
-            str(cfg.data.val_path), custom_classification_transform(cfg), loader=read_rgb_image
+        val_dataset = ImageFolderWithClasses(
+            str(cfg.data.val_path),
+            class_folders(cfg.data.train_path),  # a val subset keeps the training labels
+            transform=custom_classification_transform(cfg),
+            loader=read_rgb_image,
         )
         return DataLoader(
             val_dataset,
@@ -198,14 +290,15 @@ def build_val_loader(cfg: omegaconf.DictConfig, batch_size: int) -> DataLoader |
             pin_memory=torch.cuda.is_available(),
             drop_last=False,
         )
-    _, val_loader = prepare_classification_data(
-        cfg.data.dataset,
-        train_data_path=cfg.data.train_path,
-        val_data_path=cfg.data.val_path,
-        data_format=fmt,
-        batch_size=batch_size,
-        num_workers=cfg.data.num_workers,
-    )
+    with download_errors(cfg.data.dataset, "data.val_path", cfg.data.val_path):
+        _, val_loader = prepare_classification_data(
+            cfg.data.dataset,
+            train_data_path=cfg.data.train_path,
+            val_data_path=cfg.data.val_path,
+            data_format=fmt,
+            batch_size=batch_size,
+            num_workers=cfg.data.num_workers,
+        )
     if isinstance(val_loader.dataset, ImageFolder):
         val_loader.dataset.loader = read_rgb_image
     return val_loader

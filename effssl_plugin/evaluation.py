@@ -28,6 +28,7 @@ __all__ = [
     "load_backbone_weights",
     "eval_transforms",
     "extract_features",
+    "load_pretrained_backbone",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,26 @@ def load_backbone_weights(backbone: nn.Module, ckpt: Path) -> None:
     if result.missing_keys:
         raise ConfigError(f"{ckpt} lacks backbone weights: {result.missing_keys[:5]} ...")
     log.info("loaded %d backbone tensors from %s", len(state), ckpt)
+
+
+def load_pretrained_backbone(path: str | Path) -> tuple[nn.Module, omegaconf.DictConfig, Path]:
+    """(backbone with its trained weights, pretraining config, the file or folder used) from a
+    run directory (newest checkpoint; its ``encoder/`` export if it has no checkpoint), a
+    ``.ckpt``, or an exported encoder folder (``effssl-export``, ``<run dir>/encoder``)."""
+    from effssl_plugin.export import ENCODER_DIR, create_encoder, encoder_run_config
+    from effssl_plugin.export import is_encoder_folder as is_export
+
+    p = Path(path)
+    if p.is_dir() and not is_export(p) and not any(p.glob("*.ckpt")) and is_export(p / ENCODER_DIR):
+        p = p / ENCODER_DIR
+    if is_export(p):
+        log.info("loading the exported encoder in %s", p)
+        return create_encoder(p), encoder_run_config(p), p
+    ckpt = resolve_checkpoint(p)
+    cfg = load_pretrain_cfg(ckpt)
+    backbone = build_backbone(cfg.backbone, cfg.data.dataset, cfg.method)
+    load_backbone_weights(backbone, ckpt)
+    return backbone, cfg, ckpt
 
 
 def eval_transforms(cfg: omegaconf.DictConfig) -> tuple[Callable, Callable]:

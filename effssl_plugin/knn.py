@@ -1,4 +1,4 @@
-"""solo-learn's weighted kNN classifier, made to work with torchmetrics >= 1.0."""
+"""solo-learn's weighted kNN classifier, fixed for torchmetrics 1.x and for validation subsets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ __all__ = ["WeightedKNNClassifierTM1"]
 
 
 class WeightedKNNClassifierTM1(WeightedKNNClassifier):
-    """solo-learn's :class:`WeightedKNNClassifier` (same math, same arguments) for torchmetrics 1.x.
+    """solo-learn's :class:`WeightedKNNClassifier` (same math, same arguments), working with
+    torchmetrics 0.11 (solo-learn's pin) and 1.x alike.
 
     Four differences from solo-learn's class, which targets torchmetrics < 0.12:
 

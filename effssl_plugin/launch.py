@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import inspect
 import random
+import shlex
 import string
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.errors import EffSSLError
 
-__all__ = ["CONFIG_PATH", "new_run_id", "trainer_from_cfg", "one_line", "main_with_errors"]
+__all__ = [
+    "CONFIG_PATH",
+    "new_run_id",
+    "trainer_from_cfg",
+    "one_line",
+    "main_with_errors",
+    "hydra_config_name",
+    "relaunch_command",
+]
 
 #: Hydra config source of the packaged configs (``configs/`` in the repository)
 CONFIG_PATH = "pkg://effssl_plugin.configs"
@@ -44,6 +53,30 @@ def trainer_from_cfg(cfg: DictConfig, logger: Any, callbacks: list) -> Any:
         strategy=DDPStrategy(find_unused_parameters=False) if strategy == "ddp" else strategy,
     )
     return Trainer(**kwargs)
+
+
+def hydra_config_name(default: str = "effssl") -> str:
+    """The ``--config-name`` the running Hydra app was started with (``default`` outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().job.config_name or default
+    return default
+
+
+def relaunch_command(drop: Iterable[str] = ()) -> str:
+    """The pretraining command line this process was started with (its config name and
+    command-line overrides), without the overrides of the keys in ``drop``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = []
+    if HydraConfig.initialized():
+        dropped = set(drop)
+        for item in HydraConfig.get().overrides.task:
+            key = item.split("=", 1)[0].lstrip("+~")
+            if key not in dropped:
+                overrides.append(shlex.quote(item))
+    return " ".join(["python main_pretrain.py --config-name", hydra_config_name(), *overrides])
 
 
 def one_line(err: BaseException) -> str:

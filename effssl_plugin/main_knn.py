@@ -6,6 +6,7 @@ with evaluation transforms at the pretraining resolution.
 
     effssl-knn trained_models/effssl/<run>/            # newest checkpoint of a run
     effssl-knn run.ckpt --k 20 200 --temperature 0.07 0.1 --output knn.json
+    effssl-knn trained_models/effssl/<run>/encoder/     # an exported encoder folder
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ __all__ = ["main", "run_knn"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="effssl-knn", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="a .ckpt file or a run directory (newest checkpoint)")
+    p.add_argument(
+        "checkpoint",
+        help="a run directory (newest checkpoint), a .ckpt file, or an exported encoder folder",
+    )
     p.add_argument("--train-path", help="reference set (default: the pretraining data.train_path)")
     p.add_argument("--val-path", help="query set (default: the pretraining data.val_path)")
     p.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbours")
@@ -46,17 +50,13 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
 
     from effssl_plugin.data import check_data_paths
     from effssl_plugin.evaluation import (
-        build_backbone,
         eval_transforms,
         extract_features,
-        load_backbone_weights,
-        load_pretrain_cfg,
-        resolve_checkpoint,
+        load_pretrained_backbone,
     )
     from effssl_plugin.knn import WeightedKNNClassifierTM1
 
-    ckpt = resolve_checkpoint(args.checkpoint)
-    cfg = load_pretrain_cfg(ckpt)
+    backbone, cfg, ckpt = load_pretrained_backbone(args.checkpoint)
     if args.train_path:
         cfg.data.train_path = args.train_path
     if args.val_path:
@@ -64,8 +64,6 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
     check_data_paths(cfg)
     if cfg.data.val_path is None:
         raise EffSSLError("no query set: pass --val-path (the run had data.val_path=null)")
-    backbone = build_backbone(cfg.backbone, cfg.data.dataset, cfg.method)
-    load_backbone_weights(backbone, ckpt)
 
     _, transform = eval_transforms(cfg)
     fmt = "image_folder" if cfg.data.format == "dali" else cfg.data.format
@@ -111,7 +109,11 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``effssl-knn``)."""
+    from effssl_plugin import import_solo_quietly
+
     args = parse_args(argv)
+    import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console
     main_with_errors(lambda: run_knn(args), "effssl-knn")
 
 

@@ -56,18 +56,12 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     from effssl_plugin.checkpointing import AtomicCheckpointer
     from effssl_plugin.config import parse_with_real_devices, resolve_auto_machine
     from effssl_plugin.data import check_data_paths, read_rgb_image
-    from effssl_plugin.evaluation import (
-        build_backbone,
-        eval_transforms,
-        load_backbone_weights,
-        load_pretrain_cfg,
-        resolve_checkpoint,
-    )
+    from effssl_plugin.evaluation import eval_transforms, load_pretrained_backbone
 
     register()
     OmegaConf.set_struct(cfg, False)
-    ckpt = resolve_checkpoint(cfg.pretrained_feature_extractor)
-    cfg = merge_with_pretrain_cfg(cfg, load_pretrain_cfg(ckpt))
+    backbone, pre_cfg, ckpt = load_pretrained_backbone(cfg.pretrained_feature_extractor)
+    cfg = merge_with_pretrain_cfg(cfg, pre_cfg)
     cfg.pretrained_feature_extractor = str(ckpt)
     if cfg.data.val_path is None:
         raise EffSSLError("data.val_path is not set (the pretraining run had none): set it")
@@ -75,8 +69,6 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     cfg = resolve_auto_machine(parse_with_real_devices(cfg, solo_parse_linear_cfg))
     seed_everything(cfg.seed, workers=True)
 
-    backbone = build_backbone(cfg.backbone, cfg.data.dataset, cfg.pretrain_method)
-    load_backbone_weights(backbone, ckpt)
     model = LinearModel(backbone, cfg=cfg, loss_func=torch.nn.CrossEntropyLoss())
     make_contiguous(model)
     if not cfg.performance.disable_channel_last:
@@ -113,6 +105,9 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="linear")
 def _hydra_main(cfg: DictConfig) -> None:
+    from effssl_plugin import import_solo_quietly
+
+    import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console
     main_with_errors(lambda: linear_probe(cfg), "effssl-linear")
 
 

@@ -39,6 +39,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     from effssl_plugin import register
     from effssl_plugin.config import parse_pretrain_cfg
     from effssl_plugin.errors import ConfigError, suggest
+    from effssl_plugin.summary import RunSummary, format_summary
 
     register()
     cfg = parse_pretrain_cfg(cfg)
@@ -48,6 +49,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     data = _pretrain_data(cfg)
     ckpt_path, run_id = _resume_target(cfg)
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
+    if ckpt_path is not None and _report_if_finished(cfg, ckpt_path, run_dir):
+        return run_dir  # nothing to train: no log version, nothing written
 
     model = METHODS[cfg.method](cfg)
     make_contiguous(model)
@@ -57,7 +60,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         model.calibration_dataset = data.calibration_dataset
 
     logger = _logger(cfg, run_dir, model)
-    callbacks = _callbacks(cfg, run_dir) + list(extra_callbacks or [])
+    summary = RunSummary()
+    callbacks = _callbacks(cfg, run_dir) + list(extra_callbacks or []) + [summary]
     trainer = trainer_from_cfg(cfg, logger, callbacks)
     print(f"Run directory: {run_dir}")
     os.environ[RUN_ID_ENV] = run_id  # inherited by the DDP workers Lightning starts
@@ -68,6 +72,9 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
             trainer.fit(model, data.train_loader, data.val_loader, ckpt_path=ckpt_path)
     finally:
         os.environ.pop(RUN_ID_ENV, None)
+    if trainer.is_global_zero:
+        state, seconds = summary.state_dict(), summary.seconds()
+        print(format_summary(run_dir, trainer.current_epoch, cfg.max_epochs, state, seconds))
     return run_dir
 
 
@@ -142,15 +149,46 @@ def _resume_target(cfg: DictConfig) -> tuple[str | None, str]:
     return ckpt_path, run_id or new_run_id()
 
 
+def _report_if_finished(cfg: DictConfig, ckpt_path: str, run_dir: Path) -> bool:
+    """True, after saying so (with the run's summary and the command that continues it),
+    when the checkpoint to resume has reached ``max_epochs`` or ``max_steps``: Lightning
+    would only run a sanity check."""
+    import torch
+    from lightning.pytorch.utilities import rank_zero_only
+    from solo.utils.misc import omegaconf_select
+
+    from effssl_plugin.launch import relaunch_command
+    from effssl_plugin.summary import RunSummary, finished_message, format_summary
+
+    state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
+    epochs, steps = int(state.get("epoch", -1)) + 1, int(state.get("global_step", 0))
+    max_steps = int(omegaconf_select(cfg, "max_steps", -1) or -1)
+    if 0 < cfg.max_epochs <= epochs:
+        reached, key, limit = f"epoch {epochs}", "max_epochs", int(cfg.max_epochs)
+    elif 0 < max_steps <= steps:
+        reached, key, limit = f"step {steps}", "max_steps", max_steps
+    else:
+        return False
+    if rank_zero_only.rank == 0:
+        command = relaunch_command(drop=(key, "resume_from_checkpoint"))
+        # effssl without its bank (checkpoint.bank=none_at_end) cannot be continued
+        continuable = cfg.method != "effssl" or "bank.weight" in state.get("state_dict", {})
+        print(finished_message(run_dir, reached, key, limit, command, continuable))
+        summary = state.get("callbacks", {}).get(RunSummary.__qualname__)
+        print(format_summary(run_dir, epochs, cfg.max_epochs, summary))
+    return True
+
+
 def _callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    """Atomic checkpoints, AutoUMAP when enabled, learning-rate logging."""
+    """Atomic checkpoints, AutoUMAP when enabled, learning-rate logging, encoder export."""
     from lightning.pytorch.callbacks import LearningRateMonitor
     from solo.utils.misc import omegaconf_select
 
     from effssl_plugin.checkpointing import AtomicCheckpointer
     from effssl_plugin.errors import ConfigError
+    from effssl_plugin.export import EncoderExport
 
-    callbacks: list = [LearningRateMonitor(logging_interval="step")]
+    callbacks: list = [LearningRateMonitor(logging_interval="step"), EncoderExport(cfg, run_dir)]
     if cfg.checkpoint.enabled:
         callbacks.append(AtomicCheckpointer.from_cfg(cfg, run_dir))
     if omegaconf_select(cfg, "auto_umap.enabled", False):
@@ -170,24 +208,37 @@ def _callbacks(cfg: DictConfig, run_dir: Path) -> list:
 
 def _logger(cfg: DictConfig, run_dir: Path, model: Any) -> Any:
     """Weights & Biases when enabled (run id = directory name), else CSV logs with one
-    ``logs/version_N`` per attempt, so a resumed run never overwrites earlier logs."""
+    ``logs/version_N`` per session that trains, numbered without gaps (a version folder
+    left empty by an earlier attempt is reused), so a resumed run never overwrites earlier
+    logs. Either way the resolved config is logged (CSV: ``hparams.yaml``)."""
     from lightning.pytorch.loggers import CSVLogger
 
     if not cfg.wandb.enabled:
-        return CSVLogger(save_dir=str(run_dir), name="logs")
-    from lightning.pytorch.loggers.wandb import WandbLogger
+        logger = CSVLogger(save_dir=str(run_dir), name="logs", version=_next_log_version(run_dir))
+    else:
+        from lightning.pytorch.loggers.wandb import WandbLogger
 
-    logger = WandbLogger(
-        name=cfg.name,
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
-        offline=cfg.wandb.offline,
-        resume="allow",
-        id=run_dir.name,
-    )
-    logger.watch(model, log="gradients", log_freq=100)
-    logger.log_hyperparams(OmegaConf.to_container(cfg))
+        logger = WandbLogger(
+            name=cfg.name,
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            offline=cfg.wandb.offline,
+            resume="allow",
+            id=run_dir.name,
+        )
+        logger.watch(model, log="gradients", log_freq=100)
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
+
+
+def _next_log_version(run_dir: Path) -> int:
+    """1 + the highest ``logs/version_N`` holding files (0 for none)."""
+    used = [
+        int(d.name.removeprefix("version_"))
+        for d in (run_dir / "logs").glob("version_*")
+        if d.name.removeprefix("version_").isdigit() and any(d.iterdir())
+    ]
+    return max(used, default=-1) + 1
 
 
 def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
@@ -195,6 +246,7 @@ def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
     number of classes (online classifier) or, for effssl, of images (bank rows)."""
     import torch
 
+    from effssl_plugin.checkpointing import check_bank_present
     from effssl_plugin.errors import ConfigError
     from effssl_plugin.method import bank_size_mismatch_message
 
@@ -202,6 +254,7 @@ def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
         state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:
         raise ConfigError(f"cannot read checkpoint {ckpt_path}: {err}") from None
+    check_bank_present(state, ckpt_path, cfg)  # none_at_end: the last checkpoint has no bank
     weights = state.get("state_dict", {})
     classifier = weights.get("classifier.weight")
     if classifier is not None and classifier.shape[0] != cfg.data.num_classes:
@@ -276,6 +329,9 @@ def _dali_datamodule(cfg: DictConfig) -> tuple[Any, Any, int]:
 
 @hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="effssl")
 def _hydra_main(cfg: DictConfig) -> None:
+    from effssl_plugin import import_solo_quietly
+
+    import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console
     main_with_errors(lambda: pretrain(cfg), "effssl-pretrain")
 
 

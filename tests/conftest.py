@@ -1,9 +1,8 @@
-"""Shared fixtures: solo-learn availability, real CIFAR-10 fixtures, tiny fake folders."""
+"""Shared fixtures: solo-learn availability, the in-repo CIFAR-10 fixture, tiny fake folders."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -13,24 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def find_shared_data() -> Path:
-    """The project's shared data folder: ``$EFFSSL_SHARED_DATA``, else ``shared/data`` beside
-    this checkout, else beside the checkout it was cloned from (a fresh local clone, as CI
-    makes, may live elsewhere)."""
-    if "EFFSSL_SHARED_DATA" in os.environ:
-        return Path(os.environ["EFFSSL_SHARED_DATA"])
-    candidates = [REPO.parent / "shared" / "data"]
-    origin = subprocess.run(
-        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if origin and Path(origin).is_dir():  # a local clone: origin is a path
-        candidates.append(Path(origin).resolve().parent / "shared" / "data")
-    return next((c for c in candidates if c.is_dir()), candidates[0])
+#: 300 real CIFAR-10 test images shipped with the tests (source: tests/data/README.md)
+CIFAR_FIXTURE = REPO / "tests" / "data" / "cifar10_test_300_jpg.tar.gz"
 
-
-SHARED_DATA = find_shared_data()
 SOLO_MISSING = (
     "solo-learn is not installed: install it from https://github.com/vturrisi/solo-learn "
     "(README: Install) to run the plugin tests"
@@ -43,13 +27,11 @@ def require_solo() -> None:
 
 
 @pytest.fixture(scope="session")
-def cifar1k(tmp_path_factory) -> Path:
-    """The real 1,000-image CIFAR-10 fixture (100 test images per class), extracted."""
-    archive = SHARED_DATA / "cifar10_test_1000_jpg.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} not found (set EFFSSL_SHARED_DATA to the shared data folder)")
-    out = tmp_path_factory.mktemp("cifar1k")
-    with tarfile.open(archive) as tar:
+def cifar300(tmp_path_factory) -> Path:
+    """The in-repo real CIFAR-10 fixture (30 test images per class, 10 classes), extracted:
+    an ImageFolder of 300 JPEGs at 32 px."""
+    out = tmp_path_factory.mktemp("cifar300")
+    with tarfile.open(CIFAR_FIXTURE) as tar:
         tar.extractall(out, filter="data")
     return out / "test"
 
@@ -105,3 +87,12 @@ def tiny_overrides(
 
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+#: a warning printed from inside timm or solo-learn (``.../timm/x.py:7: FutureWarning: ...``)
+HOST_WARNING = re.compile(r"[/\\](timm|solo)[/\\]\S*\.py:\d+: \w*Warning\b")
+
+
+def host_warnings(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are warnings raised inside timm or solo-learn."""
+    return [line for line in stderr.splitlines() if HOST_WARNING.search(line)]

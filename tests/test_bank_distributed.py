@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -13,6 +14,8 @@ from effssl_plugin.distributed import all_gather_cat
 
 N, D, LOCAL_B, STEPS, K, TAU, M = 300, 16, 12, 24, 40, 0.2, 0.5
 WORLD = 2
+
+pytestmark = pytest.mark.slow  # spawns gloo processes
 
 
 def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,8 @@ from conftest import REPO, make_image_folder, python_cmd, require_solo, tiny_ove
 
 require_solo()
 
+pytestmark = pytest.mark.slow  # 2-process DDP training runs
+
 PROBE = str(REPO / "tests" / "helpers" / "pretrain_probe.py")
 
 

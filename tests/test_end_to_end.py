@@ -1,6 +1,6 @@
 """End to end, as a user runs it: `python main_pretrain.py --config-name effssl` on the real
-1,000-image CIFAR-10 fixture, then effssl-linear and effssl-knn on its checkpoint, then a
-resumed run."""
+300-image CIFAR-10 fixture shipped in tests/data, then effssl-linear and effssl-knn on its
+checkpoint, then a resumed run."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, python_cmd, require_solo
+from conftest import REPO, host_warnings, python_cmd, require_solo
 
 require_solo()
+
+pytestmark = pytest.mark.slow  # subprocess training runs
 
 
 def pretrain_cmd(data: Path, max_epochs: int, *extra: str) -> list[str]:
@@ -27,8 +29,8 @@ def pretrain_cmd(data: Path, max_epochs: int, *extra: str) -> list[str]:
         f"data.train_path={data}",
         f"data.val_path={data}",
         f"max_epochs={max_epochs}",
-        "optimizer.batch_size=100",
-        "method_kwargs.num_negatives=500",
+        "optimizer.batch_size=50",
+        "method_kwargs.num_negatives=200",
         "data.num_workers=1",
         "+limit_train_batches=4",
         *extra,
@@ -39,6 +41,7 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert host_warnings(proc.stderr) == [], proc.stderr  # the entry points hide them
     return proc
 
 
@@ -51,9 +54,9 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def pretrained(cifar1k, tmp_path_factory):
+def pretrained(cifar300, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    proc = run(pretrain_cmd(cifar1k, max_epochs=2), cwd=work)
+    proc = run(pretrain_cmd(cifar300, max_epochs=2), cwd=work)
     (run_dir,) = (work / "trained_models" / "effssl").iterdir()
     return work, run_dir, proc
 
@@ -66,7 +69,7 @@ def test_pretrain_writes_checkpoint_args_and_logs_knn(pretrained):
     assert [c.name.split("-ep=")[1] for c in ckpts] == ["1.ckpt"]  # keep_last=1
     assert not list(run_dir.glob("*.tmp"))
     args = json.loads((run_dir / "args.json").read_text())
-    assert args["method"] == "effssl" and args["method_kwargs"]["num_samples"] == 1000
+    assert args["method"] == "effssl" and args["method_kwargs"]["num_samples"] == 300
     state = torch.load(ckpts[0], map_location="cpu")  # weights_only=True by default
     assert state["epoch"] == 1 and state["global_step"] == 8
     assert bool(state["state_dict"]["bank.filled"])
@@ -87,7 +90,7 @@ def test_pretrain_writes_checkpoint_args_and_logs_knn(pretrained):
         assert key in logged, key
 
 
-def test_effssl_knn_and_linear_on_the_checkpoint(pretrained, cifar1k):
+def test_effssl_knn_and_linear_on_the_checkpoint(pretrained):
     work, run_dir, _ = pretrained
     out = work / "knn.json"
     run(
@@ -106,7 +109,7 @@ def test_effssl_knn_and_linear_on_the_checkpoint(pretrained, cifar1k):
         cwd=work,
     )
     result = json.loads(out.read_text())
-    assert result["num_train"] == result["num_val"] == 1000
+    assert result["num_train"] == result["num_val"] == 300
     assert [r["k"] for r in result["results"]] == [10, 50]
     assert all(10 < r["acc1"] <= 100 for r in result["results"])
 
@@ -118,7 +121,7 @@ def test_effssl_knn_and_linear_on_the_checkpoint(pretrained, cifar1k):
             "machine=cpu",
             "max_epochs=1",
             "data.num_workers=1",
-            "optimizer.batch_size=100",
+            "optimizer.batch_size=50",
             "+limit_train_batches=3",
         ),
         cwd=work,
@@ -130,10 +133,10 @@ def test_effssl_knn_and_linear_on_the_checkpoint(pretrained, cifar1k):
     assert len(acc) == 1 and 0 <= acc[0] <= 100
 
 
-def test_resumed_run_continues_without_recalibrating(pretrained, cifar1k):
+def test_resumed_run_continues_without_recalibrating(pretrained, cifar300):
     """Extending a finished run: resume_from_checkpoint with a larger max_epochs."""
     work, run_dir, _ = pretrained
-    proc = run(pretrain_cmd(cifar1k, 3, f"resume_from_checkpoint={run_dir}"), cwd=work)
+    proc = run(pretrain_cmd(cifar300, 3, f"resume_from_checkpoint={run_dir}"), cwd=work)
     output = proc.stdout + proc.stderr
     assert "Resuming from checkpoint" in output
     assert "Calibrating memory bank" not in output

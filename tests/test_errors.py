@@ -213,6 +213,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # subprocess launches
 def test_cli_error_is_one_line_and_exit_status_2(data, workdir):
     out = run_cli([*BASE, f"data.train_path={data}", "method_kwargs.kl_power=2"], workdir)
     assert out.returncode == 2
@@ -223,6 +224,7 @@ def test_cli_error_is_one_line_and_exit_status_2(data, workdir):
     assert not (workdir / "trained_models").exists()
 
 
+@pytest.mark.slow
 def test_cli_corrupt_image_in_a_worker_process_names_the_file(data, workdir):
     bad = data / "class0" / "000.png"
     bad.write_bytes(b"garbage")
@@ -237,6 +239,7 @@ def test_cli_corrupt_image_in_a_worker_process_names_the_file(data, workdir):
     )
 
 
+@pytest.mark.slow
 def test_cli_misspelled_key_is_named_by_hydra(data, workdir):
     out = run_cli([*BASE, f"data.train_path={data}", "method_kwargs.temprature=0.1"], workdir)
     assert out.returncode != 0
@@ -246,3 +249,190 @@ def test_cli_misspelled_key_is_named_by_hydra(data, workdir):
 
 def test_every_error_is_an_effssl_error():
     assert all(issubclass(case[2], EffSSLError) for case in CASES)
+
+
+# ------------------------------------- issue 10: a new user's first hour (bad input)
+NUMERIC_CASES = [
+    # (id, overrides, message)
+    (
+        "batch_size_zero",
+        ["optimizer.batch_size=0"],
+        "optimizer.batch_size must be an integer >= 1, got 0",
+    ),
+    ("lr_string", ["optimizer.lr=fast"], "optimizer.lr must be a number > 0, got 'fast'"),
+    ("lr_negative", ["optimizer.lr=-0.1"], "optimizer.lr must be a number > 0, got -0.1"),
+    (
+        "weight_decay",
+        ["optimizer.weight_decay=lots"],
+        "optimizer.weight_decay must be a number >= 0",
+    ),
+    (
+        "classifier_lr",
+        ["optimizer.classifier_lr=0"],
+        "optimizer.classifier_lr must be a number > 0",
+    ),
+    ("max_epochs_string", ["max_epochs=ten"], "max_epochs must be an integer >= -1, got 'ten'"),
+    ("max_epochs_float", ["max_epochs=2.5"], "max_epochs must be an integer >= -1, got 2.5"),
+    ("num_workers", ["data.num_workers=two"], "data.num_workers must be an integer >= 0"),
+    ("warmup", ["scheduler.warmup_epochs=x"], "scheduler.warmup_epochs must be a number >= 0"),
+    (
+        "kl_weight_string",
+        ["method_kwargs.kl_weight=high"],
+        "method_kwargs.kl_weight must be a number",
+    ),
+    ("kl_power_string", ["method_kwargs.kl_power=half"], "method_kwargs.kl_power must be a number"),
+    ("negatives_float", ["method_kwargs.num_negatives=8.5"], "num_negatives must be an integer"),
+    ("proj_dim_bool", ["method_kwargs.proj_output_dim=true"], "proj_output_dim must be an integer"),
+    (
+        "max_epochs_zero",
+        ["max_epochs=0"],
+        "max_epochs must be >= 1 (or -1 with +max_steps/+max_time)",
+    ),
+    ("max_epochs_forever", ["max_epochs=-1"], "max_epochs=-1 with neither max_steps nor max_time"),
+    (
+        "max_epochs_forever_cosine",
+        ["max_epochs=-1", "+max_steps=2"],
+        "max_epochs=-1: scheduler.name=warmup_cosine needs a number of epochs",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", NUMERIC_CASES, ids=[c[0] for c in NUMERIC_CASES])
+def test_numeric_keys_and_stopping_condition(case, data, workdir):
+    _, overrides, message = case
+    with pytest.raises(ConfigError) as err:
+        run_in_process(overrides, data)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (workdir / "trained_models").exists()
+
+
+def test_every_numeric_key_is_checked():
+    from effssl_plugin.config import NUMERIC_KEYS
+    from effssl_plugin.method import DEFAULT_METHOD_KWARGS
+
+    assert {"optimizer.lr", "optimizer.batch_size", "max_epochs", "data.num_workers"} <= set(
+        NUMERIC_KEYS
+    )
+    for key, default in DEFAULT_METHOD_KWARGS.items():
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        assert (f"method_kwargs.{key}" in NUMERIC_KEYS) == numeric, key
+
+
+def test_max_epochs_minus_one_is_accepted_with_max_steps_and_no_epoch_scheduler(data):
+    from effssl_plugin.config import parse_pretrain_cfg
+
+    cfg = compose(
+        "effssl",
+        [*BASE, f"data.train_path={data}", "max_epochs=-1", "+max_steps=3", "scheduler.name=none"],
+    )
+    assert parse_pretrain_cfg(cfg).max_epochs == -1
+
+
+def test_val_class_missing_from_train_is_named(data, tmp_path, workdir):
+    val = make_image_folder(tmp_path / "val", classes=4, per_class=2)  # class0..class3
+    with pytest.raises(DataError) as err:
+        run_in_process([], data, val=str(val))
+    message = str(err.value)
+    assert f"data.val_path={val} has 1 class folder(s) that data.train_path={data} lacks" in message
+    assert "(class3)" in message
+    assert not (workdir / "trained_models").exists()
+
+
+@pytest.mark.parametrize("val_name", ["test", "val"])
+def test_dataset_root_as_train_path_is_refused(val_name, tmp_path, workdir):
+    root = tmp_path / "cifar"
+    make_image_folder(root / "train", classes=3, per_class=6)
+    make_image_folder(root / val_name, classes=3, per_class=2)
+    with pytest.raises(DataError) as err:
+        run_in_process([], root, val=None)
+    shown = ", ".join(sorted(["train/", f"{val_name}/"]))
+    assert str(err.value) == (
+        f"data.train_path={root} holds the split folders {shown}, not one folder per class: "
+        f"use data.train_path={root}/train data.val_path={root}/{val_name}"
+    )
+    assert not (workdir / "trained_models").exists()
+
+
+def test_dataset_root_as_val_path_is_refused(data, tmp_path, workdir):
+    root = tmp_path / "root"
+    make_image_folder(root / "train", classes=3, per_class=2)
+    make_image_folder(root / "test", classes=3, per_class=2)
+    with pytest.raises(
+        DataError, match=r"data\.val_path=.*root holds the split folders test/, train/"
+    ):
+        run_in_process([], data, val=str(root))
+
+
+def test_a_class_named_train_is_not_a_dataset_root(tmp_path, workdir, monkeypatch):
+    from effssl_plugin.data import check_data_paths
+
+    folder = make_image_folder(tmp_path / "vehicles", classes=1, per_class=2)
+    (folder / "class0").rename(folder / "train")
+    make_image_folder(folder, classes=2, per_class=2)  # train/, class0/, class1/
+    cfg = compose("effssl", [*BASE, f"data.train_path={folder}", "data.val_path=null"])
+    check_data_paths(cfg)  # no error
+
+
+def _fail_download(*args, **kwargs):
+    from urllib.error import URLError
+
+    raise URLError("[Errno -3] Temporary failure in name resolution")
+
+
+CIFAR_BASE = ["machine=cpu", "data.num_workers=0", "backbone.kwargs.model_name=resnet10t"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh", "existing_folder"])
+def test_cifar_download_failure_is_one_line_and_leaves_nothing(existing, workdir, monkeypatch):
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", _fail_download)
+    if existing:
+        (workdir / "datasets").mkdir()
+    with pytest.raises(DataError) as err:
+        pretrain(compose("effssl", CIFAR_BASE))
+    assert str(err.value) == (
+        "CIFAR-10 could not be downloaded into data.train_path=./datasets ([Errno -3] Temporary "
+        "failure in name resolution): give this machine network access, or train on JPEG/PNG "
+        "class folders: python main_pretrain.py --config-name effssl dataset=custom_lowres "
+        "data.train_path=<dir>/train data.val_path=<dir>/test"
+    )
+    assert sorted(p.name for p in workdir.iterdir()) == (["datasets"] if existing else [])
+    assert not existing or not any((workdir / "datasets").iterdir())
+
+
+@pytest.mark.slow  # subprocess launch
+def test_cli_cifar_download_failure(workdir):
+    code = (
+        "import sys, urllib.error, urllib.request\n"
+        "def fail(*a, **k):\n"
+        "    raise urllib.error.URLError('no network')\n"
+        "urllib.request.urlopen = fail\n"
+        "sys.argv = ['main_pretrain.py', '--config-name', 'effssl', *sys.argv[1:]]\n"
+        "from effssl_plugin.main_pretrain import main\n"
+        "main()\n"
+    )
+    out = subprocess.run(
+        python_cmd("-c", code, *CIFAR_BASE),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    (line,) = [x for x in out.stderr.splitlines() if "error" in x.lower()]
+    assert line.startswith("effssl-pretrain: error: CIFAR-10 could not be downloaded into ")
+    assert "dataset=custom_lowres data.train_path=<dir>/train data.val_path=<dir>/test" in line
+    assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.slow  # subprocess launch
+def test_cli_string_for_a_number_is_one_line(data, workdir):
+    out = run_cli([*BASE, f"data.train_path={data}", "optimizer.lr=fast"], workdir)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "effssl-pretrain: error: optimizer.lr must be a number > 0, got 'fast'"
+    )
+    assert not (workdir / "trained_models").exists()

@@ -32,6 +32,7 @@ def probe_env(probe: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "EFFSSL_PROBE_DIR": str(probe), "PYTHONUNBUFFERED": "1", **extra}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_resumes_exactly(tmp_path):
     data = make_image_folder(tmp_path / "data", classes=4, per_class=12)
     probe1, probe2 = tmp_path / "probe1", tmp_path / "probe2"
@@ -151,6 +152,7 @@ def test_keep_last_n_and_resume_picks_the_highest_epoch(tmp_path):
         _checkpointer(tmp_path, keep_last=0)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path):
     data = make_image_folder(tmp_path / "data", classes=4, per_class=12)
     bad_step = STEPS_PER_EPOCH + 3

@@ -67,6 +67,33 @@ def test_register_is_idempotent_and_touches_nothing_else():
     solo_base.WeightedKNNClassifier(k=5)  # solo-learn's own class raises on compute_on_step
 
 
+def test_register_swaps_in_the_fixed_knn_on_solo_learns_pinned_torchmetrics(monkeypatch):
+    """solo-learn pins torchmetrics < 0.12; its kNN crashes there on validation batches that
+    lack some classes, so register() swaps in the fixed subclass on every version."""
+    import torchmetrics
+
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+    solo_class = WeightedKNNClassifierTM1.__mro__[1]
+    assert solo_class.__module__ == "solo.utils.knn"
+    monkeypatch.setattr(torchmetrics, "__version__", "0.11.4")
+    monkeypatch.setattr(solo_base, "WeightedKNNClassifier", solo_class)
+    monkeypatch.setattr(solo_knn, "WeightedKNNClassifier", solo_class)
+    monkeypatch.setattr(effssl_plugin, "_registered", False)
+    effssl_plugin.register()
+    assert solo_base.WeightedKNNClassifier is WeightedKNNClassifierTM1
+    assert solo_knn.WeightedKNNClassifier is WeightedKNNClassifierTM1
+
+
+def test_register_leaves_no_process_wide_warning_filter():
+    import warnings
+
+    before = list(warnings.filters)
+    effssl_plugin._registered = False
+    effssl_plugin.register()
+    assert warnings.filters == before
+
+
 def test_importing_the_package_does_not_import_solo():
     import subprocess
     import sys
@@ -294,6 +321,7 @@ def test_calibration_batches_cover_every_index_once_without_tiny_tail(n, b):
     assert all(len(batch) >= min(b, n) for batch in batches)
 
 
+@pytest.mark.slow  # a subprocess Hydra app
 def test_hydra_search_path_plugin_resolves_configs_and_registers(tmp_path):
     """Any Hydra app (e.g. solo-learn's main_linear.py) sees our configs and EffSSL."""
     import subprocess

@@ -1,0 +1,718 @@
+"""The evidence study: kNN accuracy per epoch and per wall-clock minute on real CIFAR-10,
+EffSSL against solo-learn's SimCLR, BYOL and MoCo v2+, EffSSL ablations, and the official
+EffSSL training loop (github.com/CupidJay/Efficient_SSL) as an end-to-end reference, all
+with several seeds, resumable in pieces.
+
+Every run trains for ``--epochs`` epochs on a class-stratified share of the training images
+(``--fraction``, solo-learn's ``data.fraction`` split) with the same timm backbone
+(low-resolution stem), batch and augmentations. At the epochs in ``--eval-epochs`` the frozen
+backbone (eval mode) is evaluated offline with solo-learn's weighted kNN (cosine, k=200,
+T=0.07): the 10,000 test images against the run's own training images, unaugmented, as the
+reference. Evaluation time is not counted in the wall-clock axis; EffSSL's calibration pass
+and all data loading are.
+
+    python benchmarks/study.py --plan main                 # effssl vs simclr, 3 seeds
+    python benchmarks/study.py --plan official             # the official loop (EMA), 3 seeds
+    python benchmarks/study.py --plan ablations            # bank_update, kl_weight, ...
+    python benchmarks/study.py --plan baselines            # byol, mocov2plus
+    python benchmarks/study.py --random-init               # untrained-backbone kNN
+    python benchmarks/study.py --report-only               # tables and plots again
+    python benchmarks/study.py --plan main --epochs 3 --eval-epochs 1 3 --fraction 0.02   # smoke
+
+Resumable: a finished run (its last evaluation in ``evals.csv``) is skipped; an unfinished
+one continues from its last checkpoint (the launcher's auto-resume, or the official
+harness's own checkpoint); while a file ``PAUSE`` exists in ``--out`` no new run starts and
+a running one stops after its current epoch's checkpoint (continue by deleting ``PAUSE`` and
+running the same command). ``report.md`` and the plots are rebuilt from whatever finished.
+
+The official reference needs the official repository's source: ``--official-src DIR`` (or
+``$EFFSSL_OFFICIAL_SRC``), e.g. ``git clone https://github.com/CupidJay/Efficient_SSL``; it
+is never copied into this project. The harness imports its ``main.py`` and runs its own
+calibration loop, ``adjust_learning_rate``, ``train`` and ``update_feature`` on our model,
+data and evaluation; every patch it applies to run on a CPU is printed and logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from accuracy_vs_time import CIFAR_MEAN, CIFAR_STD, ensure_data  # noqa: E402
+
+K, T = 200, 0.07
+METHODS = ("effssl", "simclr", "byol", "mocov2plus", "official")
+#: effssl variants (launcher overrides) for the ablations
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "bank_update=grad": ["method_kwargs.bank_update=grad"],
+    "bank_update=ema": ["method_kwargs.bank_update=ema"],
+    "kl_weight=0": ["method_kwargs.kl_weight=0"],
+    "bank_init=random": ["method_kwargs.bank_init=random"],
+    "proj=512": ["method_kwargs.proj_hidden_dim=512", "method_kwargs.proj_output_dim=512"],
+    "proj=128": ["method_kwargs.proj_hidden_dim=2048", "method_kwargs.proj_output_dim=128"],
+}
+PLANS: dict[str, list[tuple[str, str]]] = {
+    "main": [("effssl", "default"), ("simclr", "default")],
+    "official": [("official", "default"), ("effssl", "bank_update=ema")],
+    "ablations": [
+        ("effssl", "bank_update=grad"),
+        ("effssl", "bank_update=ema"),
+        ("effssl", "kl_weight=0"),
+        ("effssl", "bank_init=random"),
+        ("effssl", "proj=512"),
+    ],
+    "baselines": [("byol", "default"), ("mocov2plus", "default")],
+}
+EVAL_FIELDS = ["epoch", "train_s", "steps", "knn_top1", "knn_top5"]
+
+
+# ------------------------------------------------------------------------ shared
+def run_name(method: str, variant: str, seed: int) -> str:
+    return f"{method}__{variant.replace('=', '-')}__s{seed}"
+
+
+def load_images(paths: list[str]):
+    """Images as normalised float tensors (decoded once)."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    return torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+
+
+def eval_sets(data: Path, fraction: float):
+    """(train x, train y, test x, test y): the run's training share (solo-learn's stratified
+    ``data.fraction`` split, the same files) and all test images."""
+    import torch
+    from sklearn.model_selection import train_test_split
+    from torchvision.datasets import ImageFolder
+
+    train = ImageFolder(str(data / "train")).samples
+    if 0 < fraction < 1:
+        files, labels = [f for f, _ in train], [label for _, label in train]
+        files, _, labels, _ = train_test_split(
+            files, labels, train_size=fraction, stratify=labels, random_state=42
+        )
+        train = list(zip(files, labels, strict=True))
+    test = ImageFolder(str(data / "test")).samples
+    return (
+        load_images([f for f, _ in train]),
+        torch.tensor([label for _, label in train]),
+        load_images([f for f, _ in test]),
+        torch.tensor([label for _, label in test]),
+    )
+
+
+def knn_eval(backbone, sets) -> tuple[float, float]:
+    """solo-learn's weighted kNN (cosine, k=200, T=0.07) on frozen eval-mode features."""
+    import torch
+
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+    was_training = backbone.training
+    backbone.eval()
+    feats = []
+    with torch.no_grad():
+        for x in (sets[0], sets[2]):
+            out = [backbone(x[i : i + 500]).float() for i in range(0, x.shape[0], 500)]
+            feats.append(torch.cat(out))
+    backbone.train(was_training)
+    knn = WeightedKNNClassifierTM1(k=K, T=T, distance_fx="cosine")
+    knn(train_features=feats[0], train_targets=sets[1])
+    knn(test_features=feats[1], test_targets=sets[3])
+    top1, top5 = knn.compute()
+    return float(top1), float(top5)
+
+
+class EvalLog:
+    """A run's ``evals.csv`` (one row per evaluated epoch; a repeated epoch replaces the
+    earlier row) and ``meta.json``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "evals.csv"
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as f:
+            return list(csv.DictReader(f))
+
+    def add(self, **row) -> None:
+        rows = [r for r in self.rows() if int(r["epoch"]) != int(row["epoch"])] + [row]
+        rows.sort(key=lambda r: int(r["epoch"]))
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
+            w.writeheader()
+            w.writerows({k: r[k] for k in EVAL_FIELDS} for r in rows)
+        os.replace(tmp, self.path)
+
+    def train_seconds_before(self, epoch: int) -> float:
+        """Wall-clock training time recorded up to (excluding) ``epoch``."""
+        done = [r for r in self.rows() if int(r["epoch"]) <= epoch]
+        return float(done[-1]["train_s"]) if done else 0.0
+
+
+def paused(out: Path) -> bool:
+    return (out / "PAUSE").exists()
+
+
+# ------------------------------------------------------------- launcher runs
+def launcher_worker(args) -> None:
+    """One run through this package's launcher (effssl or a solo-learn baseline)."""
+    warnings.filterwarnings("ignore")
+    from hydra import compose, initialize_config_module
+    from lightning.pytorch.callbacks import Callback
+
+    from effssl_plugin.main_pretrain import pretrain
+
+    data = ensure_data(args.data_dir)
+    sets = eval_sets(data, args.fraction)
+    run_dir = args.out / "runs" / run_name(args.method, args.variant, args.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = EvalLog(run_dir)
+    overrides = [
+        "machine=cpu",
+        "dataset=custom_lowres",
+        f"data.train_path={data / 'train'}",
+        "data.val_path=null",
+        f"data.num_workers={args.workers}",
+        f"data.fraction={args.fraction if args.fraction < 1 else -1}",
+        f"backbone.kwargs.model_name={args.model}",
+        f"optimizer.batch_size={args.batch}",
+        f"max_epochs={args.epochs}",
+        "knn_eval.enabled=false",
+        f"checkpoint.dir={run_dir / 'ckpt'}",
+        "checkpoint.frequency=1",
+        "auto_resume.enabled=true",
+        f"seed={args.seed}",
+        *VARIANTS[args.variant],
+    ]
+    if args.method == "effssl":
+        overrides.append(f"method_kwargs.num_negatives={args.negatives}")
+    with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+        cfg = compose(args.method, overrides=overrides)
+    eval_epochs = set(args.eval_epochs)
+    out = args.out
+
+    class Study(Callback):
+        """Wall-clock per epoch (evaluation excluded), kNN at the evaluation epochs,
+        stop after a checkpoint when ``PAUSE`` appears."""
+
+        def on_train_start(self, trainer, module) -> None:  # before the module's calibration
+            self.t0 = time.perf_counter()
+            self.base = log.train_seconds_before(trainer.current_epoch - 1)
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            self.base += time.perf_counter() - self.t0
+            epoch = trainer.current_epoch + 1  # epochs completed
+            if epoch in eval_epochs:
+                top1, top5 = knn_eval(module.backbone, sets)
+                log.add(
+                    epoch=epoch,
+                    train_s=round(self.base, 2),
+                    steps=trainer.global_step,
+                    knn_top1=round(top1, 3),
+                    knn_top5=round(top5, 3),
+                )
+                print(f"[{run_dir.name}] epoch {epoch}: kNN top-1 {top1:.2f}", flush=True)
+            if paused(out):
+                trainer.should_stop = True
+            self.t0 = time.perf_counter()
+
+    pretrain(cfg, extra_callbacks=[Study()])
+
+
+# ------------------------------------------------------- official reference
+def official_patches(module: types.ModuleType) -> list[str]:
+    """Makes the official code run on a CPU; returns what was patched."""
+    import numpy as np
+    import torch
+
+    patches = []
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    patches.append("torch.Tensor.cuda -> identity (no GPU)")
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    patches.append("torch.nn.Module.cuda -> identity (no GPU)")
+    if not hasattr(np, "int"):
+        np.int = int  # rand_bbox uses np.int, removed in NumPy 1.24
+        patches.append("numpy.int = int (utils/mixup_utils.rand_bbox; removed in NumPy 1.24)")
+    patches.append(
+        "main_worker not called: the harness runs the official calibration loop and calls "
+        "main.adjust_learning_rate and main.train per epoch on a plain module (no "
+        "DataParallel), with the model, data and evaluation below"
+    )
+    return patches
+
+
+def load_official(src: Path) -> types.ModuleType:
+    if not (src / "main.py").is_file():
+        sys.exit(
+            f"--official-src {src}: main.py not found; clone "
+            "https://github.com/CupidJay/Efficient_SSL and pass its folder"
+        )
+    sys.path.insert(0, str(src))
+    spec = importlib.util.spec_from_file_location("effssl_official_main", src / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def official_worker(args) -> None:
+    """The official training loop (EMA bank) on our model, data and evaluation."""
+    warnings.filterwarnings("ignore")
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_module
+    from torch.utils.data import DataLoader
+
+    import effssl_plugin
+    from effssl_plugin.config import parse_pretrain_cfg
+    from effssl_plugin.data import build_pretrain_dataset
+
+    official = load_official(args.official_src)
+    patches = official_patches(official)
+    run_dir = args.out / "runs" / run_name("official", args.variant, args.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "patches.txt").write_text("\n".join(patches) + "\n")
+    for p in patches:
+        print(f"[official] patch: {p}", flush=True)
+    log = EvalLog(run_dir)
+    data = ensure_data(args.data_dir)
+    sets = eval_sets(data, args.fraction)
+
+    effssl_plugin.register()
+    from solo.methods.base import BaseMethod
+
+    # our data pipeline: the same config the launcher builds for effssl
+    with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+        cfg = compose(
+            "effssl",
+            overrides=[
+                "machine=cpu",
+                "dataset=custom_lowres",
+                f"data.train_path={data / 'train'}",
+                "data.val_path=null",
+                f"data.fraction={args.fraction if args.fraction < 1 else -1}",
+                f"optimizer.batch_size={args.batch}",
+            ],
+        )
+    cfg = parse_pretrain_cfg(cfg)
+    dataset = build_pretrain_dataset(cfg)
+
+    class WithIndex(torch.utils.data.Dataset):
+        """(image, index), as the official ``CIFAR10_ID``."""
+
+        def __len__(self) -> int:
+            return len(dataset)
+
+        def __getitem__(self, i):
+            index, views, _ = dataset[i]
+            return views[0], index
+
+    num_samples = len(dataset)
+    lr = cfg.optimizer.lr  # solo-learn's scaled lr (per 256 x batch / 256), as our runs
+    ns = argparse.Namespace(
+        lr=lr,
+        epochs=args.epochs,
+        warmup_epochs=0,
+        cos=True,
+        schedule=[120, 160],
+        moco_t=0.2,
+        moco_m=0.5,
+        dim=2048,
+        k=num_samples if args.negatives < 0 else args.negatives,
+        cutmix=True,
+        alpha=0.5,
+        pow=0.5,
+        lambda_kl=20.0,
+        gpu=None,
+        print_freq=10**9,
+        batch_size=args.batch,
+    )
+
+    class Encoder(torch.nn.Module):
+        """Our timm backbone with the ``fc`` head the official ``FeatCLS`` replaces."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = BaseMethod._BACKBONES["timm"](
+                method="effssl", model_name=args.model, low_res=True
+            )
+            self.fc = torch.nn.Linear(self.backbone.num_features, 10)
+
+        def forward(self, x):
+            return self.fc(self.backbone(x))
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = official.FeatCLS(Encoder, ns)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=1e-4)
+    loader = DataLoader(
+        WithIndex(),
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=args.workers,
+        drop_last=True,
+        persistent_workers=args.workers > 0,
+    )
+    center = torch.zeros(num_samples, ns.dim)
+    ckpt = run_dir / "official.pt"
+    start_epoch = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        center = state["center"]
+        start_epoch = state["epoch"]
+        random.setstate(state["py_rng"])
+        np.random.set_state(state["np_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"[official] resumed at epoch {start_epoch}", flush=True)
+    logger = official.construct_logger(f"official-{args.seed}", str(run_dir))
+    train_s = log.train_seconds_before(start_epoch)
+    t0 = time.perf_counter()
+    if start_epoch == 0:  # the official calibration loop (main_worker), verbatim
+        for images, labels in loader:
+            with torch.no_grad():
+                output = model(images)
+                official.update_feature(center, output, labels, momentum=0)
+    for epoch in range(start_epoch, args.epochs):
+        official.adjust_learning_rate(optimizer, epoch, ns)
+        official.train(loader, model, criterion, optimizer, epoch, ns, logger, center)
+        train_s += time.perf_counter() - t0
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "center": center,
+                "epoch": epoch + 1,
+                "py_rng": random.getstate(),
+                "np_rng": np.random.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
+        os.replace(tmp, ckpt)
+        if epoch + 1 in set(args.eval_epochs):
+            top1, top5 = knn_eval(model.encoder_q.backbone, sets)
+            steps = (epoch + 1) * len(loader)
+            log.add(
+                epoch=epoch + 1,
+                train_s=round(train_s, 2),
+                steps=steps,
+                knn_top1=round(top1, 3),
+                knn_top5=round(top5, 3),
+            )
+            print(f"[{run_dir.name}] epoch {epoch + 1}: kNN top-1 {top1:.2f}", flush=True)
+        if paused(args.out):
+            return
+        t0 = time.perf_counter()
+
+
+# ------------------------------------------------------------------ orchestration
+def write_settings(args) -> None:
+    """The study's fixed settings; a different setting in the same ``--out`` is refused."""
+    settings = {
+        "fraction": args.fraction,
+        "model": args.model,
+        "batch": args.batch,
+        "epochs": args.epochs,
+        "eval_epochs": args.eval_epochs,
+        "negatives": args.negatives,
+        "knn": {"k": K, "T": T},
+    }
+    path = args.out / "settings.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            sys.exit(f"{path} holds other settings ({old}); use another --out")
+    else:
+        path.write_text(json.dumps(settings, indent=1) + "\n")
+
+
+def finished(args, method: str, variant: str, seed: int) -> bool:
+    rows = EvalLog(args.out / "runs" / run_name(method, variant, seed)).rows()
+    return any(int(r["epoch"]) >= args.epochs for r in rows)
+
+
+def run_all(args) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_settings(args)
+    log = args.out / "runs.log"
+    with open(log, "a") as f:
+        f.write(
+            f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.machine()} {os.cpu_count()} cpus, "
+            f"python {platform.python_version()}: {' '.join(sys.argv)}\n"
+        )
+    runs = [(m, v, s) for s in args.seeds for plan in args.plan for m, v in PLANS[plan]]
+    for method, variant, seed in dict.fromkeys(runs):
+        if paused(args.out):
+            print("PAUSE present: stopping before the next run")
+            break
+        if finished(args, method, variant, seed):
+            print(f"skip {run_name(method, variant, seed)}: finished")
+            continue
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--method",
+            method,
+            "--variant",
+            variant,
+            "--seed",
+            str(seed),
+            *common_argv(args),
+        ]
+        print(f"== {run_name(method, variant, seed)}", flush=True)
+        start = time.time()
+        with open(log, "a") as f:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=args.out)
+        print(f"   exit {proc.returncode} after {(time.time() - start) / 60:.1f} min", flush=True)
+    report(args)
+
+
+def common_argv(args) -> list[str]:
+    argv = [
+        "--fraction",
+        str(args.fraction),
+        "--model",
+        args.model,
+        "--batch",
+        str(args.batch),
+        "--epochs",
+        str(args.epochs),
+        "--eval-epochs",
+        *map(str, args.eval_epochs),
+        "--negatives",
+        str(args.negatives),
+        "--workers",
+        str(args.workers),
+        "--data-dir",
+        str(args.data_dir),
+        "--out",
+        str(args.out),
+    ]
+    if args.official_src is not None:
+        argv += ["--official-src", str(args.official_src)]
+    return argv
+
+
+def random_init_reference(args) -> None:
+    """kNN of the untrained backbone, per seed, with the study's evaluation."""
+    import torch
+
+    import effssl_plugin
+
+    effssl_plugin.register()
+    from solo.methods.base import BaseMethod
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    sets = eval_sets(ensure_data(args.data_dir), args.fraction)
+    path = args.out / "random_init.csv"
+    done = set()
+    if path.exists():
+        with open(path) as f:
+            done = {(r["model"], int(r["seed"])) for r in csv.DictReader(f)}
+    for seed in args.seeds:
+        if (args.model, seed) in done:
+            continue
+        torch.manual_seed(seed)
+        backbone = BaseMethod._BACKBONES["timm"](
+            method="effssl", model_name=args.model, low_res=True
+        )
+        top1, top5 = knn_eval(backbone, sets)
+        print(f"random-init {args.model} seed {seed}: kNN top-1 {top1:.2f}")
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["model", "seed", "knn_top1", "knn_top5"])
+            if new:
+                w.writeheader()
+            w.writerow({"model": args.model, "seed": seed, "knn_top1": top1, "knn_top5": top5})
+
+
+# ---------------------------------------------------------------------- report
+def collect(args) -> dict[tuple[str, str], dict[int, list[dict]]]:
+    """{(method, variant): {seed: evaluation rows}} for every run with results."""
+    out: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    for run_dir in sorted((args.out / "runs").glob("*__*__s*")):
+        method, variant, seed = run_dir.name.split("__")
+        rows = EvalLog(run_dir).rows()
+        if rows:
+            key = (method, variant.replace("-", "=", 1))
+            out.setdefault(key, {})[int(seed[1:])] = [
+                {k: float(v) for k, v in r.items()} for r in rows
+            ]
+    return out
+
+
+def label(method: str, variant: str) -> str:
+    return method if variant == "default" else f"{method} ({variant})"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def report(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = collect(args)
+    if not runs:
+        print("no results yet")
+        return
+    reference = None
+    if (args.out / "random_init.csv").exists():
+        with open(args.out / "random_init.csv") as f:
+            refs = [float(r["knn_top1"]) for r in csv.DictReader(f) if r["model"] == args.model]
+        reference = mean_std(refs) + (len(refs),) if refs else None
+    lines = [
+        "# Evidence study",
+        "",
+        f"CIFAR-10, {args.fraction:.0%} of the training images (class-stratified), timm "
+        f"`{args.model}` (low-resolution stem), batch {args.batch}, {args.epochs} epochs. "
+        f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 test images, the run's training "
+        "images as reference. Mean +- sample standard deviation over seeds; every value in "
+        "brackets. Unfinished runs are marked.",
+        "",
+    ]
+    if reference:
+        lines += [
+            f"Untrained backbone ({reference[2]} seed(s)): {reference[0]:.2f} +- "
+            f"{reference[1]:.2f}. A run counts as having learned when it ends >= 10 points "
+            "above it.",
+            "",
+        ]
+    lines += [
+        "| method | seeds | final epoch | kNN top-1 at the end | values | train min (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (method, variant), seeds in sorted(runs.items()):
+        finals = [rows[-1] for rows in seeds.values()]
+        top1 = [r["knn_top1"] for r in finals]
+        m, s = mean_std(top1)
+        epochs = sorted({int(r["epoch"]) for r in finals})
+        note = "" if epochs == [args.epochs] else " (unfinished)"
+        lines.append(
+            f"| {label(method, variant)} | {len(seeds)} | {'/'.join(map(str, epochs))}{note} | "
+            f"{m:.2f} +- {s:.2f} | {', '.join(f'{v:.2f}' for v in top1)} | "
+            f"{statistics.fmean(r['train_s'] for r in finals) / 60:.1f} |"
+        )
+    lines.append("")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for i, ((method, variant), seeds) in enumerate(sorted(runs.items())):
+        epochs = sorted(set.intersection(*({r["epoch"] for r in v} for v in seeds.values())))
+        if not epochs:
+            continue
+        per_epoch = [
+            [next(r for r in rows if r["epoch"] == e) for rows in seeds.values()] for e in epochs
+        ]
+        acc = [mean_std([r["knn_top1"] for r in rs]) for rs in per_epoch]
+        minutes = [statistics.fmean(r["train_s"] for r in rs) / 60 for rs in per_epoch]
+        mean = [a[0] for a in acc]
+        low = [a[0] - a[1] for a in acc]
+        high = [a[0] + a[1] for a in acc]
+        name = f"{label(method, variant)} (n={len(seeds)})"
+        for ax, x in ((axes[0], epochs), (axes[1], minutes)):
+            ax.plot(x, mean, marker="o", color=f"C{i}", label=name)
+            ax.fill_between(x, low, high, color=f"C{i}", alpha=0.2)
+    for ax, xlabel in zip(axes, ("epochs", "training wall-clock (min, 2 CPU cores)"), strict=True):
+        if reference:
+            ax.axhline(reference[0], color="gray", ls="--", label="untrained backbone")
+            ax.axhline(reference[0] + 10, color="gray", ls=":", label="untrained + 10")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("kNN top-1 (%)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(
+        f"CIFAR-10 {args.fraction:.0%}, {args.model}, batch {args.batch}: mean +- std over seeds"
+    )
+    fig.tight_layout()
+    fig.savefig(args.out / "study.png", dpi=120)
+    plt.close(fig)
+    lines += ["![kNN against epochs and wall-clock](study.png)", ""]
+    lines += ["## Every evaluation", "", "| run | " + " | ".join(["epoch: top-1"]) + " |"]
+    lines += ["|---|---|"]
+    for (method, variant), seeds in sorted(runs.items()):
+        for seed, rows in sorted(seeds.items()):
+            cells = ", ".join(f"{int(r['epoch'])}: {r['knn_top1']:.1f}" for r in rows)
+            lines.append(f"| {label(method, variant)} seed {seed} | {cells} |")
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--plan", nargs="+", default=["main"], choices=list(PLANS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--fraction", type=float, default=0.1)
+    p.add_argument("--model", default="mobilenetv3_small_100")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--eval-epochs", type=int, nargs="+", default=None)
+    p.add_argument("--negatives", type=int, default=-1, help="effssl num_negatives (-1: all rows)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "effssl" / "cifar10")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "study")
+    p.add_argument(
+        "--official-src",
+        type=Path,
+        default=Path(os.environ["EFFSSL_OFFICIAL_SRC"])
+        if "EFFSSL_OFFICIAL_SRC" in os.environ
+        else None,
+    )
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="default", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.out = args.out.resolve()
+    args.data_dir = args.data_dir.resolve()
+    if args.eval_epochs is None:
+        step = max(1, args.epochs // 10)
+        args.eval_epochs = sorted({*range(step, args.epochs + 1, step), args.epochs})
+    if args.official_src is not None:
+        args.official_src = args.official_src.resolve()
+    if args.worker:
+        if args.method == "official":
+            if args.official_src is None:
+                sys.exit("the official reference needs --official-src (or EFFSSL_OFFICIAL_SRC)")
+            official_worker(args)
+        else:
+            launcher_worker(args)
+    elif args.random_init:
+        random_init_reference(args)
+        report(args)
+    elif args.report_only:
+        report(args)
+    else:
+        run_all(args)
+
+
+if __name__ == "__main__":
+    main()

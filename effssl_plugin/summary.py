@@ -1,0 +1,136 @@
+"""What a pretraining run tells its user when it ends: a summary of the run (directory,
+checkpoint, final and best validation accuracy, epochs, wall time), and, for a finished run
+started again, that there is nothing left to train and how to continue it."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+from effssl_plugin.checkpointing import checkpoint_epoch
+
+__all__ = ["RunSummary", "format_summary", "finished_message", "newest_checkpoint"]
+
+#: validation metrics the summary reports (when logged)
+SUMMARY_METRICS = ("val_knn_acc1", "val_acc1")
+
+
+class RunSummary(Callback):
+    """Records the final and best value (with its epoch) of :data:`SUMMARY_METRICS` after
+    each validation, and the training wall time; its state travels in the checkpoints,
+    so a resumed run's summary covers every session."""
+
+    def __init__(self) -> None:
+        self.final: dict[str, float] = {}
+        self.best: dict[str, list[float]] = {}  # name -> [value, epoch (1-based)]
+        self.earlier_seconds = 0.0  # wall time of earlier sessions, up to their checkpoint
+        self.sessions = 1  # this one and the earlier ones it continues
+        self.start = time.monotonic()
+
+    def seconds(self) -> float:
+        """Wall time of this session so far."""
+        return time.monotonic() - self.start
+
+    def on_validation_end(self, trainer: pl.Trainer, _: pl.LightningModule) -> None:
+        # after the module's on_validation_epoch_end, where solo-learn logs the kNN accuracy
+        if trainer.sanity_checking:
+            return
+        for name in SUMMARY_METRICS:
+            value = trainer.callback_metrics.get(name)
+            if value is None:
+                continue
+            value = float(value)
+            self.final[name] = value
+            if name not in self.best or value > self.best[name][0]:
+                self.best[name] = [value, trainer.current_epoch + 1]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only: checkpoints load with ``weights_only=True``."""
+        return {
+            "final": dict(self.final),
+            "best": {k: list(v) for k, v in self.best.items()},
+            "seconds": self.earlier_seconds + self.seconds(),
+            "sessions": self.sessions,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continues a resumed run's record as one more session."""
+        self.final = dict(state_dict.get("final", {}))
+        self.best = {k: list(v) for k, v in state_dict.get("best", {}).items()}
+        self.earlier_seconds = float(state_dict.get("seconds", 0.0))
+        self.sessions = int(state_dict.get("sessions", 1)) + 1
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The highest-epoch ``.ckpt`` in ``run_dir``, or ``None``."""
+    ckpts = list(Path(run_dir).glob("*.ckpt"))
+    return max(ckpts, key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime)) if ckpts else None
+
+
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def format_summary(
+    run_dir: Path,
+    epochs: int,
+    max_epochs: int,
+    state: dict[str, Any] | None,
+    session_seconds: float | None = None,
+) -> str:
+    """The end-of-run summary; ``state`` is a :class:`RunSummary` state (or ``None``),
+    ``session_seconds`` this session's wall time (``None``: no training this session)."""
+    state = state or {}
+    ckpt = newest_checkpoint(run_dir)
+    lines = [f"Pretraining summary: {epochs} of max_epochs={max_epochs} epochs trained"]
+    lines.append(f"  run directory: {run_dir}")
+    lines.append(f"  checkpoint:    {ckpt if ckpt is not None else 'none written'}")
+    for name in SUMMARY_METRICS:
+        if name in state.get("final", {}):
+            value, epoch = state["best"][name]
+            lines.append(
+                f"  {name + ':':<14} final {state['final'][name]:.2f}, "
+                f"best {value:.2f} (epoch {int(epoch)})"
+            )
+    total, sessions = state.get("seconds"), int(state.get("sessions", 1))
+    if session_seconds is not None:
+        wall = f"  wall time:     {_duration(session_seconds)}"
+        if total is not None and sessions > 1:
+            wall += f" ({_duration(total)} over {sessions} sessions)"
+        lines.append(wall)
+    elif total is not None:
+        lines.append(f"  wall time:     {_duration(total)} over {sessions} session(s)")
+    return "\n".join(lines)
+
+
+def finished_message(
+    run_dir: Path,
+    reached: str,
+    key: str,
+    limit: int,
+    command: str | None = None,
+    continuable: bool = True,
+) -> str:
+    """What a finished run says when it is started again: it has nothing to train, and the
+    command that trains it for longer. ``reached``: e.g. ``"epoch 3"``; ``key``/``limit``:
+    the limit it reached (``max_epochs``/3); ``command``: the launch command without its
+    ``key`` and ``resume_from_checkpoint`` overrides; ``continuable=False``: the checkpoint
+    cannot be continued (saved without its memory bank)."""
+    done = f"Run {run_dir} already finished at {reached} ({key}={limit}): nothing to train."
+    if not continuable:
+        return (
+            f"{done} Its last checkpoint was saved without the memory bank "
+            "(checkpoint.bank=none_at_end), so it cannot be continued; to train longer, start "
+            "a new run (auto_resume.enabled=false)"
+        )
+    more = 2 * limit
+    override = key if key == "max_epochs" else f"+{key}"  # max_epochs is in the configs
+    how = f"resume_from_checkpoint={run_dir} {override}={more}"
+    if command:
+        how = f"{command} {how}"
+    return f"{done} To train it longer (here to {key}={more}): {how}"

@@ -1,0 +1,92 @@
+""".ci/run on a fresh machine, with a stand-in python3 that records what it is asked to do:
+it installs torch and solo-learn's wheel only when missing (torch before the project), then
+fails whenever pytest fails or runs no test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+WHEEL = "solo_learn-1.0.6-py3-none-any.whl"
+
+# answers `-c 'import torch, torchvision'` and `-c 'import solo'` from $HAS_TORCH / $HAS_SOLO,
+# `-m pytest` with $PYTEST_STATUS, anything else with 0; logs every call
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+case "$*" in
+  *"import torch, torchvision"*) exit "$HAS_TORCH" ;;
+  "-c import solo") exit "$HAS_SOLO" ;;
+  "-m pytest"*) exit "$PYTEST_STATUS" ;;
+esac
+exit 0
+"""
+
+
+def run_ci(tmp_path: Path, has_torch: bool, has_solo: bool, pytest_status: int, wheel=True):
+    clone = tmp_path / "clone"
+    (clone / ".ci").mkdir(parents=True)
+    shutil.copy(REPO / ".ci" / "run", clone / ".ci" / "run")
+    subprocess.run(["git", "init", "-q", str(clone)], check=True)
+    if wheel:
+        (tmp_path / "shared" / "wheels").mkdir(parents=True)
+        (tmp_path / "shared" / "wheels" / WHEEL).write_bytes(b"")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "HAS_TORCH": "0" if has_torch else "1",
+        "HAS_SOLO": "0" if has_solo else "1",
+        "PYTEST_STATUS": str(pytest_status),
+    }
+    proc = subprocess.run(
+        ["bash", str(clone / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60
+    )
+    return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+def installs(calls: list[str]) -> list[str]:
+    return [c for c in calls if c.startswith("-m pip install")]
+
+
+def test_fresh_machine_gets_torch_then_the_solo_wheel_then_the_project(tmp_path):
+    proc, calls = run_ci(tmp_path, has_torch=False, has_solo=False, pytest_status=0)
+    assert proc.returncode == 0, proc.stderr
+    wheel = (tmp_path / "clone" / ".." / "shared" / "wheels" / WHEEL).as_posix()
+    assert installs(calls) == [
+        "-m pip install torch==2.14.1 torchvision==0.29.1",
+        f"-m pip install --no-deps {wheel}",
+        "-m pip install -e .[test] --config-settings editable_mode=strict",
+    ]
+    assert calls[-1] == "-m pytest -q"
+
+
+def test_installed_torch_and_solo_are_kept(tmp_path):
+    proc, calls = run_ci(tmp_path, has_torch=True, has_solo=True, pytest_status=0)
+    assert proc.returncode == 0, proc.stderr
+    assert installs(calls) == ["-m pip install -e .[test] --config-settings editable_mode=strict"]
+
+
+@pytest.mark.parametrize("status", [1, 2, 5])
+def test_failing_or_empty_pytest_run_fails_ci(tmp_path, status):
+    proc, calls = run_ci(tmp_path, has_torch=True, has_solo=True, pytest_status=status)
+    assert calls[-1] == "-m pytest -q"
+    assert proc.returncode != 0
+    if status == 5:
+        assert "no tests" in proc.stderr
+
+
+def test_missing_wheel_is_named(tmp_path):
+    proc, calls = run_ci(tmp_path, has_torch=True, has_solo=False, pytest_status=0, wheel=False)
+    assert proc.returncode != 0
+    assert WHEEL in proc.stderr
+    assert not any("pytest" in c for c in calls)
