@@ -189,7 +189,7 @@ def worker(args) -> None:
     data = ensure_data(args.data_dir)
     train, test = load_split(data / "train"), load_split(data / "test")
     overrides = [
-        "machine=cpu",
+        f"machine={args.machine}",
         "dataset=custom_lowres",
         f"data.train_path={data / 'train'}",
         "data.val_path=null",
@@ -363,6 +363,8 @@ def run_all(args) -> None:
             str(args.batch),
             "--workers",
             str(args.workers),
+            "--machine",
+            args.machine,
             "--data-dir",
             str(args.data_dir),
             "--out",
@@ -511,6 +513,7 @@ def main() -> None:
     p.add_argument("--model", default="mobilenetv3_small_100")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--machine", default="cpu", choices=["cpu", "auto"], help="auto: GPUs if any")
     p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "effssl" / "cifar10")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy_vs_time")
     p.add_argument("--report-only", action="store_true")

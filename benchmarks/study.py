@@ -65,6 +65,8 @@ VARIANTS: dict[str, list[str]] = {
     "bank_init=random": ["method_kwargs.bank_init=random"],
     "proj=512": ["method_kwargs.proj_hidden_dim=512", "method_kwargs.proj_output_dim=512"],
     "proj=128": ["method_kwargs.proj_hidden_dim=2048", "method_kwargs.proj_output_dim=128"],
+    "lr=0.1": ["optimizer.lr=0.1"],
+    "lr=0.1,ema": ["optimizer.lr=0.1", "method_kwargs.bank_update=ema"],
 }
 PLANS: dict[str, list[tuple[str, str]]] = {
     "main": [("effssl", "default"), ("simclr", "default")],
@@ -77,6 +79,7 @@ PLANS: dict[str, list[tuple[str, str]]] = {
         ("effssl", "proj=512"),
     ],
     "baselines": [("byol", "default"), ("mocov2plus", "default")],
+    "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
 }
 EVAL_FIELDS = ["epoch", "train_s", "steps", "knn_top1", "knn_top5"]
 
@@ -169,6 +172,21 @@ class EvalLog:
         return float(done[-1]["train_s"]) if done else 0.0
 
 
+def record_start(run_dir: Path) -> None:
+    """Appends this (re)start's code version and command to the run's ``starts.log``."""
+
+    def git(*cmd: str) -> str:
+        out = subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--", "effssl_plugin") else ""
+    with open(run_dir / "starts.log", "a") as f:
+        f.write(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} commit {git('rev-parse', 'HEAD')}{dirty}: "
+            f"{' '.join(sys.argv[1:])}\n"
+        )
+
+
 def paused(out: Path) -> bool:
     return (out / "PAUSE").exists()
 
@@ -186,6 +204,7 @@ def launcher_worker(args) -> None:
     sets = eval_sets(data, args.fraction)
     run_dir = args.out / "runs" / run_name(args.method, args.variant, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
+    record_start(run_dir)
     log = EvalLog(run_dir)
     overrides = [
         "machine=cpu",
@@ -291,6 +310,7 @@ def official_worker(args) -> None:
     run_dir = args.out / "runs" / run_name("official", args.variant, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "patches.txt").write_text("\n".join(patches) + "\n")
+    record_start(run_dir)
     for p in patches:
         print(f"[official] patch: {p}", flush=True)
     log = EvalLog(run_dir)
@@ -518,6 +538,46 @@ def common_argv(args) -> list[str]:
     return argv
 
 
+def linear_probes(args) -> None:
+    """``effssl-linear`` on the final encoder of every finished launcher run (frozen backbone,
+    the run's training share as labelled data, the 10,000 test images), into
+    ``<run>/linear.json``; finished probes are skipped."""
+    data = ensure_data(args.data_dir)
+    for run_dir in sorted((args.out / "runs").glob("*__*__s*")):
+        method, variant, seed = run_dir.name.split("__")
+        target = run_dir / "linear.json"
+        if method == "official" or target.exists():
+            continue
+        if not finished(args, method, variant.replace("-", "=", 1), int(seed[1:])):
+            continue
+        (pretrain_dir,) = (run_dir / "ckpt" / method).iterdir()
+        cmd = [
+            sys.executable,
+            "-m",
+            "effssl_plugin.main_linear",
+            f"pretrained_feature_extractor={pretrain_dir}",
+            "machine=cpu",
+            f"data.val_path={data / 'test'}",
+            f"data.fraction={args.fraction if args.fraction < 1 else -1}",
+            f"data.num_workers={args.workers}",
+            f"max_epochs={args.linear_epochs}",
+            f"checkpoint.dir={run_dir / 'linear'}",
+            "checkpoint.enabled=false",
+        ]
+        print(f"== linear probe {run_dir.name}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run_dir)
+        final = [line for line in proc.stdout.splitlines() if line.startswith("Final: ")]
+        if proc.returncode != 0 or not final:
+            print(proc.stdout[-2000:], proc.stderr[-2000:])
+            continue
+        metrics = dict(kv.split("=") for kv in final[-1].removeprefix("Final: ").split(", "))
+        result = {k: float(v) for k, v in metrics.items()}
+        result.update(epochs=args.linear_epochs, seconds=round(time.perf_counter() - start, 1))
+        target.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"   {result}", flush=True)
+
+
 def random_init_reference(args) -> None:
     """kNN of the untrained backbone, per seed, with the study's evaluation."""
     import torch
@@ -607,8 +667,9 @@ def report(args) -> None:
             "",
         ]
     lines += [
-        "| method | seeds | final epoch | kNN top-1 at the end | values | train min (mean) |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | final epoch | kNN top-1 at the end | values | train min (mean) "
+        "| linear top-1 | values |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (method, variant), seeds in sorted(runs.items()):
         finals = [rows[-1] for rows in seeds.values()]
@@ -616,10 +677,23 @@ def report(args) -> None:
         m, s = mean_std(top1)
         epochs = sorted({int(r["epoch"]) for r in finals})
         note = "" if epochs == [args.epochs] else " (unfinished)"
+        probes = [
+            json.loads(p.read_text())["val_acc1"]
+            for seed in seeds
+            if (p := args.out / "runs" / run_name(method, variant, seed) / "linear.json").exists()
+        ]
+        linear = "-"
+        if probes:
+            lm, ls = mean_std(probes)
+            linear = f"{lm:.2f} +- {ls:.2f} (n={len(probes)}) | " + ", ".join(
+                f"{v:.2f}" for v in probes
+            )
+        else:
+            linear += " | -"
         lines.append(
             f"| {label(method, variant)} | {len(seeds)} | {'/'.join(map(str, epochs))}{note} | "
             f"{m:.2f} +- {s:.2f} | {', '.join(f'{v:.2f}' for v in top1)} | "
-            f"{statistics.fmean(r['train_s'] for r in finals) / 60:.1f} |"
+            f"{statistics.fmean(r['train_s'] for r in finals) / 60:.1f} | {linear} |"
         )
     lines.append("")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -686,6 +760,8 @@ def main() -> None:
     )
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--random-init", action="store_true")
+    p.add_argument("--linear", action="store_true", help="linear probes of finished runs")
+    p.add_argument("--linear-epochs", type=int, default=30)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="default", help=argparse.SUPPRESS)
@@ -707,6 +783,9 @@ def main() -> None:
             launcher_worker(args)
     elif args.random_init:
         random_init_reference(args)
+        report(args)
+    elif args.linear:
+        linear_probes(args)
         report(args)
     elif args.report_only:
         report(args)

@@ -99,14 +99,24 @@ _HOST_IMPORT_WARNINGS = (
 
 @_contextlib.contextmanager
 def quiet_imports() -> Iterator[None]:
-    """Hides solo-learn's and timm's import-time warnings inside the block only: a
-    ``warnings.catch_warnings`` scope, so no filter outlives it."""
+    """Hides solo-learn's and timm's import-time warnings inside the block only.
+
+    Its own filters are removed on exit; the filters that the libraries imported in the block
+    install for themselves (torch, numpy, scipy and Lightning do) stay, which
+    ``warnings.catch_warnings`` would drop with the rest.
+    """
     import warnings
 
-    with warnings.catch_warnings():
-        for message in _HOST_IMPORT_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
+    before = list(warnings.filters)
+    for message in _HOST_IMPORT_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    ours = [f for f in warnings.filters[: len(_HOST_IMPORT_WARNINGS)] if f not in before]
+    try:
         yield
+    finally:
+        for item in ours:
+            if item in warnings.filters:
+                warnings.filters.remove(item)  # an "ignore" filter: nothing cached to reset
 
 
 def import_solo_quietly() -> None:

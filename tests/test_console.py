@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
 from conftest import host_warnings, python_cmd, require_solo
 
 require_solo()
+
+import effssl_plugin  # noqa: E402
 
 # runs a module as ``python -m`` does, then says whether solo-learn was imported, so a test
 # that sees no warning knows the imports that print them did happen
@@ -33,6 +36,24 @@ def test_host_warnings_finds_timm_and_solo_warning_lines():
         ]
     )
     assert host_warnings(stderr) == [stderr.splitlines()[0], stderr.splitlines()[2]]
+
+
+def test_quiet_imports_hides_host_warnings_in_the_block_only_and_keeps_library_filters():
+    message = "Overwriting convnext_tiny in registry with solo.backbones.convnext.convnext"
+    before = list(warnings.filters)
+    with effssl_plugin.quiet_imports():
+        warnings.filterwarnings("ignore", message="a library's own filter")  # as torch does
+        library_filter = warnings.filters[0]
+        with warnings.catch_warnings(record=True) as inside:
+            warnings.warn(message, UserWarning, stacklevel=1)
+    try:
+        assert inside == []
+        assert warnings.filters == [library_filter, *before]  # ours gone, the library's kept
+        with warnings.catch_warnings(record=True) as after:
+            warnings.warn(message, UserWarning, stacklevel=1)
+        assert [str(w.message) for w in after] == [message]
+    finally:
+        warnings.filters.remove(library_filter)
 
 
 @pytest.mark.slow  # a subprocess launch

@@ -1,16 +1,45 @@
-""".ci/run on a fresh machine, with a stand-in python3 that records what it is asked to do:
-it installs torch and solo-learn's wheel only when missing (torch before the project), then
-fails whenever pytest fails or runs no test."""
+"""Installing: the README's install commands, and .ci/run on a fresh machine (with a
+stand-in python3 that records what it is asked to do)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from packaging.specifiers import SpecifierSet
+
+
+def readme_install_commands() -> list[list[str]]:
+    """The commands of the README's Install block, split as the shell does."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Install", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+def test_readme_install_order_and_setuptools_range_work_in_a_fresh_venv():
+    """A fresh venv has setuptools 65 and no `wheel`: the first command must bring a
+    setuptools that builds wheels itself (>= 70.1) and still has pkg_resources (< 81), before
+    solo-learn is built without build isolation; then the project."""
+    commands = readme_install_commands()
+    assert [c[:2] for c in commands] == [["pip", "install"]] * 3
+    (setuptools,) = [a for a in commands[0][2:] if a.startswith("setuptools")]
+    spec = SpecifierSet(re.sub(r"^setuptools", "", setuptools))
+    assert not spec.contains("65.5.0")  # Python 3.11's venv: no bdist_wheel without `wheel`
+    assert not spec.contains("81.0.0") and not spec.contains("84.2.1")  # no pkg_resources
+    assert spec.contains("80.9.0")
+    solo = commands[1]
+    assert "--no-build-isolation" in solo and "--no-deps" in solo
+    assert any(a.startswith("solo-learn @ git+https://github.com/vturrisi/") for a in solo)
+    assert commands[2][2:] == [".[solo]"]
+    quickstart = (REPO / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
+    assert f'pip install "{setuptools}" && pip install --no-build-isolation' in quickstart
+
 
 WHEEL = "solo_learn-1.0.6-py3-none-any.whl"
 

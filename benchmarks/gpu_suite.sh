@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One GPU, under 10 minutes: EffSSL against SimCLR on the full CIFAR-10 training set with
+# timm resnet18 (low-resolution stem) at equal wall-clock, and the step cost of every method.
+# Writes CSV, PNG and report.md under $OUT (default benchmarks/results/gpu).
+#
+#   bash benchmarks/gpu_suite.sh                                    # on a GPU machine
+#   DEVICE=cpu MODEL=resnet10t BUDGET_MIN=0.3 BATCH=64 STEP_BATCH=32 bash benchmarks/gpu_suite.sh   # CPU smoke
+#
+# Needs the CIFAR-10 JPEG archive in ../shared/data (or DATA_DIR with train/ and test/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cuda}
+MODEL=${MODEL:-resnet18}
+BATCH=${BATCH:-512}
+STEP_BATCH=${STEP_BATCH:-256}
+BUDGET_MIN=${BUDGET_MIN:-3}           # training minutes per method (kNN evaluations not counted)
+WORKERS=${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
+OUT=${OUT:-benchmarks/results/gpu}
+DATA_DIR=${DATA_DIR:-$HOME/.cache/effssl/cifar10}
+MACHINE=auto
+STEP_ARGS=(--rounds 3 --steps 5)
+if [ "$DEVICE" = cpu ]; then MACHINE=cpu; STEP_ARGS=(--rounds 1 --steps 1 --samples 2000); fi
+mkdir -p "$OUT"
+{ date; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } > "$OUT/machine.txt"
+
+echo "== step cost ($DEVICE, $MODEL, batch $STEP_BATCH)"
+python benchmarks/step_cost.py --device "$DEVICE" --model "$MODEL" --batch "$STEP_BATCH" "${STEP_ARGS[@]}" --out "$OUT"
+
+echo "== effssl vs simclr, $BUDGET_MIN min each, full CIFAR-10"
+python benchmarks/accuracy_vs_time.py --machine "$MACHINE" --methods effssl simclr \
+    --model "$MODEL" --batch "$BATCH" --budget-min "$BUDGET_MIN" --evals 3 \
+    --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/accuracy_vs_time"
+echo "results in $OUT"
