@@ -309,10 +309,7 @@ def official_worker(args) -> None:
     patches = official_patches(official)
     run_dir = args.out / "runs" / run_name("official", args.variant, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "patches.txt").write_text("\n".join(patches) + "\n")
     record_start(run_dir)
-    for p in patches:
-        print(f"[official] patch: {p}", flush=True)
     log = EvalLog(run_dir)
     data = ensure_data(args.data_dir)
     sets = eval_sets(data, args.fraction)
@@ -383,7 +380,11 @@ def official_worker(args) -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    model = official.FeatCLS(Encoder, ns)
+    model = official.FeatCLS(Encoder, ns).to(memory_format=torch.channels_last)
+    patches.append("model in channels_last memory format, as the launcher's (speed only)")
+    (run_dir / "patches.txt").write_text("\n".join(patches) + "\n")
+    for p in patches:
+        print(f"[official] patch: {p}", flush=True)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=1e-4)
     loader = DataLoader(
@@ -640,6 +641,11 @@ def report(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    settings = args.out / "settings.json"
+    if settings.exists():  # the study's own settings, whatever this command line says
+        for key, value in json.loads(settings.read_text()).items():
+            if key != "knn":
+                setattr(args, key, value)
     runs = collect(args)
     if not runs:
         print("no results yet")
@@ -655,8 +661,9 @@ def report(args) -> None:
         f"CIFAR-10, {args.fraction:.0%} of the training images (class-stratified), timm "
         f"`{args.model}` (low-resolution stem), batch {args.batch}, {args.epochs} epochs. "
         f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 test images, the run's training "
-        "images as reference. Mean +- sample standard deviation over seeds; every value in "
-        "brackets. Unfinished runs are marked.",
+        "images as reference. Mean +- sample standard deviation over seeds, then every "
+        "seed's value. Wall-clock minutes exclude evaluation and include calibration and "
+        "data loading. Unfinished runs are marked.",
         "",
     ]
     if reference:

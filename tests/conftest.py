@@ -51,6 +51,34 @@ def make_image_folder(root: Path, classes: int = 3, per_class: int = 6, size: in
     return root
 
 
+#: a tiny effssl run on a fake folder: CPU, resnet10t, small projector and bank, batch 4
+TINY_EFFSSL = [
+    "machine=cpu",
+    "dataset=custom_lowres",
+    "data.num_workers=0",
+    "backbone.kwargs.model_name=resnet10t",
+    "method_kwargs.proj_hidden_dim=32",
+    "method_kwargs.proj_output_dim=16",
+    "method_kwargs.num_negatives=8",
+    "optimizer.batch_size=4",
+]
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """A fake 3-class folder of 18 images."""
+    return make_image_folder(tmp_path / "data", classes=3, per_class=6)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty working directory, made the current one."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
 @pytest.fixture
 def fake_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "fake")

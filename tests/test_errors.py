@@ -9,37 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose, make_image_folder, python_cmd, require_solo
+from conftest import REPO, TINY_EFFSSL, compose, make_image_folder, python_cmd, require_solo
 
 require_solo()
 
 from effssl_plugin.errors import ConfigError, DataError, EffSSLError  # noqa: E402
 from effssl_plugin.main_pretrain import pretrain  # noqa: E402
 
-BASE = [
-    "machine=cpu",
-    "dataset=custom_lowres",
-    "data.num_workers=0",
-    "backbone.kwargs.model_name=resnet10t",
-    "method_kwargs.proj_hidden_dim=32",
-    "method_kwargs.proj_output_dim=16",
-    "method_kwargs.num_negatives=8",
-    "optimizer.batch_size=4",
-    "max_epochs=1",
-]
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "data", classes=3, per_class=6)
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
+BASE = [*TINY_EFFSSL, "max_epochs=1"]
 
 
 def run_in_process(overrides: list[str], data: Path | None, val: str | None = "same"):

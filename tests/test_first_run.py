@@ -7,37 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import compose, make_image_folder, require_solo
+from conftest import TINY_EFFSSL, compose, make_image_folder, require_solo
 
 require_solo()
 
 import effssl_plugin  # noqa: E402
 from effssl_plugin.main_pretrain import _next_log_version, pretrain  # noqa: E402
 
-TINY = [
-    "machine=cpu",
-    "dataset=custom_lowres",
-    "data.num_workers=0",
-    "backbone.kwargs.model_name=resnet10t",
-    "method_kwargs.proj_hidden_dim=32",
-    "method_kwargs.proj_output_dim=16",
-    "method_kwargs.num_negatives=8",
-    "optimizer.batch_size=4",
-    "+limit_train_batches=1",
-]
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return make_image_folder(tmp_path / "data", classes=3, per_class=6)
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
+TINY = [*TINY_EFFSSL, "+limit_train_batches=1"]
 
 
 def run(data: Path, *extra: str) -> Path:
