@@ -66,6 +66,15 @@ VARIANTS: dict[str, list[str]] = {
     "proj=512": ["method_kwargs.proj_hidden_dim=512", "method_kwargs.proj_output_dim=512"],
     "proj=128": ["method_kwargs.proj_hidden_dim=2048", "method_kwargs.proj_output_dim=128"],
     "lr=0.1": ["optimizer.lr=0.1"],
+    "lr=0.03": ["optimizer.lr=0.03"],
+    "lars": [  # SimCLR's recipe optimizer (configs/simclr.yaml)
+        "optimizer.name=lars",
+        "optimizer.lr=0.4",
+        "optimizer.weight_decay=1e-5",
+        "+optimizer.kwargs.eta=0.02",
+        "+optimizer.kwargs.clip_lr=true",
+        "+optimizer.kwargs.exclude_bias_n_norm=true",
+    ],
     "lr=0.1,ema": ["optimizer.lr=0.1", "method_kwargs.bank_update=ema"],
 }
 PLANS: dict[str, list[tuple[str, str]]] = {
@@ -80,6 +89,13 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     ],
     "baselines": [("byol", "default"), ("mocov2plus", "default")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
+    "probe": [
+        ("effssl", "default"),
+        ("effssl", "lr=0.1"),
+        ("effssl", "lars"),
+        ("effssl", "lr=0.03"),
+        ("simclr", "default"),
+    ],
 }
 EVAL_FIELDS = ["epoch", "train_s", "steps", "knn_top1", "knn_top5"]
 
@@ -224,7 +240,7 @@ def launcher_worker(args) -> None:
         *VARIANTS[args.variant],
     ]
     if args.method == "effssl":
-        overrides.append(f"method_kwargs.num_negatives={args.negatives}")
+        overrides += [f"method_kwargs.num_negatives={args.negatives}", *args.effssl_overrides]
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         cfg = compose(args.method, overrides=overrides)
     eval_epochs = set(args.eval_epochs)
@@ -328,6 +344,7 @@ def official_worker(args) -> None:
                 "data.val_path=null",
                 f"data.fraction={args.fraction if args.fraction < 1 else -1}",
                 f"optimizer.batch_size={args.batch}",
+                *args.effssl_overrides,
             ],
         )
     cfg = parse_pretrain_cfg(cfg)
@@ -460,6 +477,7 @@ def write_settings(args) -> None:
         "epochs": args.epochs,
         "eval_epochs": args.eval_epochs,
         "negatives": args.negatives,
+        "effssl_overrides": args.effssl_overrides,
         "knn": {"k": K, "T": T},
     }
     path = args.out / "settings.json"
@@ -527,6 +545,8 @@ def common_argv(args) -> list[str]:
         *map(str, args.eval_epochs),
         "--negatives",
         str(args.negatives),
+        "--effssl-overrides",
+        *args.effssl_overrides,
         "--workers",
         str(args.workers),
         "--data-dir",
@@ -659,8 +679,13 @@ def report(args) -> None:
         "# Evidence study",
         "",
         f"CIFAR-10, {args.fraction:.0%} of the training images (class-stratified), timm "
-        f"`{args.model}` (low-resolution stem), batch {args.batch}, {args.epochs} epochs. "
-        f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 test images, the run's training "
+        f"`{args.model}` (low-resolution stem), batch {args.batch}, {args.epochs} epochs"
+        + (
+            f"; EffSSL and the official loop with `{' '.join(args.effssl_overrides)}`. "
+            if getattr(args, "effssl_overrides", None)
+            else ". "
+        )
+        + f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 test images, the run's training "
         "images as reference. Mean +- sample standard deviation over seeds, then every "
         "seed's value. Wall-clock minutes exclude evaluation and include calibration and "
         "data loading. Unfinished runs are marked.",
@@ -755,6 +780,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--eval-epochs", type=int, nargs="+", default=None)
     p.add_argument("--negatives", type=int, default=-1, help="effssl num_negatives (-1: all rows)")
+    p.add_argument(
+        "--effssl-overrides",
+        nargs="*",
+        default=[],
+        help="config overrides for every effssl run and the official reference's lr, e.g. "
+        "optimizer.lr=0.1 (recorded in settings.json)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "effssl" / "cifar10")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "study")

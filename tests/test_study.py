@@ -1,0 +1,85 @@
+"""The evidence-study runner (benchmarks/study.py): resumable bookkeeping and the report
+rebuilt from whatever finished, on synthetic results (no training)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import study  # noqa: E402
+
+
+def make_args(out, **kw) -> argparse.Namespace:
+    base = dict(
+        out=out,
+        fraction=0.1,
+        model="m",
+        batch=64,
+        epochs=10,
+        eval_epochs=[5, 10],
+        negatives=-1,
+        effssl_overrides=[],
+    )
+    return argparse.Namespace(**{**base, **kw})
+
+
+def add_run(out, method, variant, seed, values, epochs=(5, 10)) -> None:
+    run_dir = out / "runs" / study.run_name(method, variant, seed)
+    run_dir.mkdir(parents=True)
+    log = study.EvalLog(run_dir)
+    for i, (epoch, top1) in enumerate(zip(epochs, values, strict=False)):
+        log.add(epoch=epoch, train_s=60.0 * (i + 1), steps=epoch * 10, knn_top1=top1, knn_top5=90)
+
+
+def test_eval_log_replaces_a_repeated_epoch_and_keeps_epoch_order(tmp_path):
+    log = study.EvalLog(tmp_path)
+    log.add(epoch=10, train_s=100, steps=1, knn_top1=30, knn_top5=80)
+    log.add(epoch=5, train_s=50, steps=1, knn_top1=20, knn_top5=70)
+    log.add(epoch=10, train_s=110, steps=2, knn_top1=31, knn_top5=81)  # epoch redone on resume
+    rows = log.rows()
+    assert [int(r["epoch"]) for r in rows] == [5, 10]
+    assert float(rows[1]["knn_top1"]) == 31
+    assert log.train_seconds_before(7) == 50 and log.train_seconds_before(4) == 0
+
+
+def test_finished_needs_the_last_evaluation(tmp_path):
+    args = make_args(tmp_path)
+    add_run(tmp_path, "effssl", "default", 0, [20], epochs=(5,))
+    assert not study.finished(args, "effssl", "default", 0)
+    study.EvalLog(tmp_path / "runs" / study.run_name("effssl", "default", 0)).add(
+        epoch=10, train_s=1, steps=1, knn_top1=1, knn_top5=1
+    )
+    assert study.finished(args, "effssl", "default", 0)
+    assert not study.finished(args, "effssl", "default", 1)
+
+
+def test_settings_of_another_study_are_refused(tmp_path):
+    study.write_settings(make_args(tmp_path))
+    study.write_settings(make_args(tmp_path))  # same settings: fine
+    with pytest.raises(SystemExit, match="other settings"):
+        study.write_settings(make_args(tmp_path, batch=256))
+
+
+def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    args = make_args(tmp_path)
+    study.write_settings(args)
+    for seed, v in enumerate([40.0, 42.0, 47.0]):
+        add_run(tmp_path, "effssl", "default", seed, [30.0, v])
+    add_run(tmp_path, "simclr", "default", 0, [35.0], epochs=(5,))  # interrupted
+    (tmp_path / "runs" / study.run_name("effssl", "default", 1) / "linear.json").write_text(
+        json.dumps({"val_acc1": 50.5})
+    )
+    study.report(args)
+    text = (tmp_path / "report.md").read_text()
+    mean, std = statistics.fmean([40, 42, 47]), statistics.stdev([40, 42, 47])
+    assert f"| effssl | 3 | 10 | {mean:.2f} +- {std:.2f} | 40.00, 42.00, 47.00 |" in text
+    assert "| simclr | 1 | 5 (unfinished) | 35.00 +- 0.00 |" in text
+    assert "50.50 +- 0.00 (n=1)" in text
+    assert (tmp_path / "study.png").stat().st_size > 0
