@@ -80,8 +80,7 @@ VARIANTS: dict[str, list[str]] = {
 PLANS: dict[str, list[tuple[str, str]]] = {
     "main": [("effssl", "default"), ("simclr", "default")],
     "official": [("official", "default"), ("effssl", "bank_update=ema")],
-    "ablations": [
-        ("effssl", "bank_update=grad"),
+    "ablations": [  # each against ("effssl", "default"), which is bank_update=grad
         ("effssl", "bank_update=ema"),
         ("effssl", "kl_weight=0"),
         ("effssl", "bank_init=random"),
@@ -503,7 +502,8 @@ def run_all(args) -> None:
             f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.machine()} {os.cpu_count()} cpus, "
             f"python {platform.python_version()}: {' '.join(sys.argv)}\n"
         )
-    runs = [(m, v, s) for s in args.seeds for plan in args.plan for m, v in PLANS[plan]]
+    # in the order of the plans (the budget's priority), each plan seed by seed
+    runs = [(m, v, s) for plan in args.plan for s in args.seeds for m, v in PLANS[plan]]
     for method, variant, seed in dict.fromkeys(runs):
         if paused(args.out):
             print("PAUSE present: stopping before the next run")
