@@ -402,7 +402,9 @@ def test_calibration_batches_shuffled_identically_on_every_rank_and_cover_every_
     assert calibration_batches(n, b, 4, 0, world) != shards[0]
 
 
-def test_calibration_never_sees_one_class_batches_on_a_class_sorted_folder(tmp_path, monkeypatch):
+def test_calibration_never_sees_one_class_batches_on_a_class_sorted_folder(
+    tmp_path, monkeypatch, capsys
+):
     """ImageFolder indexes are sorted by class: index-order batches would each hold a single
     class, biasing BatchNorm's batch statistics and hence the calibrated rows."""
     from lightning.pytorch.callbacks import Callback
@@ -424,3 +426,7 @@ def test_calibration_never_sees_one_class_batches_on_a_class_sorted_folder(tmp_p
     batches = captured["batches"]
     assert sum(len(b) for b in batches) == 32
     assert all(len(set(b)) > 1 for b in batches), batches
+    # the console says what the wait before step 1 is
+    assert "Calibrating the memory bank: 32 rows, 4 batches in shuffled order" in (
+        capsys.readouterr().out
+    )
