@@ -4,7 +4,7 @@
 # Writes CSV, PNG and report.md under $OUT (default benchmarks/results/gpu).
 #
 #   bash benchmarks/gpu_suite.sh                                    # on a GPU machine
-#   DEVICE=cpu MODEL=resnet10t BUDGET_MIN=0.3 BATCH=64 STEP_BATCH=32 bash benchmarks/gpu_suite.sh   # CPU smoke
+#   DEVICE=cpu MODEL=mobilenetv3_small_100 BUDGET_MIN=0.3 EVALS=1 BATCH=64 STEP_BATCH=32 OUT=/tmp/gpu_smoke bash benchmarks/gpu_suite.sh   # CPU smoke
 #
 # Needs the CIFAR-10 JPEG archive in ../shared/data (or DATA_DIR with train/ and test/).
 set -euo pipefail
@@ -14,6 +14,7 @@ MODEL=${MODEL:-resnet18}
 BATCH=${BATCH:-512}
 STEP_BATCH=${STEP_BATCH:-256}
 BUDGET_MIN=${BUDGET_MIN:-3}           # training minutes per method (kNN evaluations not counted)
+EVALS=${EVALS:-3}                     # kNN evaluations per run (50,000 + 10,000 images each)
 WORKERS=${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
 OUT=${OUT:-benchmarks/results/gpu}
 DATA_DIR=${DATA_DIR:-$HOME/.cache/effssl/cifar10}
@@ -28,6 +29,6 @@ python benchmarks/step_cost.py --device "$DEVICE" --model "$MODEL" --batch "$STE
 
 echo "== effssl vs simclr, $BUDGET_MIN min each, full CIFAR-10"
 python benchmarks/accuracy_vs_time.py --machine "$MACHINE" --methods effssl simclr \
-    --model "$MODEL" --batch "$BATCH" --budget-min "$BUDGET_MIN" --evals 3 \
+    --model "$MODEL" --batch "$BATCH" --budget-min "$BUDGET_MIN" --evals "$EVALS" \
     --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/accuracy_vs_time"
 echo "results in $OUT"
