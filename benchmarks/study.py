@@ -160,10 +160,11 @@ def knn_eval(backbone, sets) -> tuple[float, float]:
 
 class EvalLog:
     """A run's ``evals.csv`` (one row per evaluated epoch; a repeated epoch replaces the
-    earlier row) and ``meta.json``."""
+    earlier row) and ``time.csv`` (training seconds after every epoch, for resuming)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / "evals.csv"
+        self.times = run_dir / "time.csv"
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
@@ -181,9 +182,21 @@ class EvalLog:
             w.writerows({k: r[k] for k in EVAL_FIELDS} for r in rows)
         os.replace(tmp, self.path)
 
-    def train_seconds_before(self, epoch: int) -> float:
-        """Wall-clock training time recorded up to (excluding) ``epoch``."""
-        done = [r for r in self.rows() if int(r["epoch"]) <= epoch]
+    def add_time(self, epoch: int, train_s: float) -> None:
+        with open(self.times, "a") as f:
+            f.write(f"{epoch},{train_s:.2f}\n")
+
+    def train_seconds_at(self, epoch: int) -> float:
+        """Training seconds recorded when ``epoch`` epochs were complete (the state a
+        checkpoint after that epoch resumes from); 0 for epoch 0."""
+        if epoch <= 0:
+            return 0.0
+        if self.times.exists():
+            at = [line.split(",") for line in self.times.read_text().split()]
+            exact = [float(t) for e, t in at if int(e) == epoch]
+            if exact:
+                return exact[-1]
+        done = [r for r in self.rows() if int(r["epoch"]) <= epoch]  # older runs: evals only
         return float(done[-1]["train_s"]) if done else 0.0
 
 
@@ -235,6 +248,7 @@ def launcher_worker(args) -> None:
         f"checkpoint.dir={run_dir / 'ckpt'}",
         "checkpoint.frequency=1",
         "auto_resume.enabled=true",
+        "auto_resume.max_hours=1000000",  # a study continues across sessions days apart
         f"seed={args.seed}",
         *VARIANTS[args.variant],
     ]
@@ -251,11 +265,12 @@ def launcher_worker(args) -> None:
 
         def on_train_start(self, trainer, module) -> None:  # before the module's calibration
             self.t0 = time.perf_counter()
-            self.base = log.train_seconds_before(trainer.current_epoch - 1)
+            self.base = log.train_seconds_at(trainer.current_epoch)  # epochs already done
 
         def on_train_epoch_end(self, trainer, module) -> None:
             self.base += time.perf_counter() - self.t0
             epoch = trainer.current_epoch + 1  # epochs completed
+            log.add_time(epoch, self.base)
             if epoch in eval_epochs:
                 top1, top5 = knn_eval(module.backbone, sets)
                 log.add(
@@ -425,7 +440,7 @@ def official_worker(args) -> None:
         torch.set_rng_state(state["torch_rng"])
         print(f"[official] resumed at epoch {start_epoch}", flush=True)
     logger = official.construct_logger(f"official-{args.seed}", str(run_dir))
-    train_s = log.train_seconds_before(start_epoch)
+    train_s = log.train_seconds_at(start_epoch)
     t0 = time.perf_counter()
     if start_epoch == 0:  # the official calibration loop (main_worker), verbatim
         for images, labels in loader:
@@ -436,6 +451,7 @@ def official_worker(args) -> None:
         official.adjust_learning_rate(optimizer, epoch, ns)
         official.train(loader, model, criterion, optimizer, epoch, ns, logger, center)
         train_s += time.perf_counter() - t0
+        log.add_time(epoch + 1, train_s)
         tmp = ckpt.with_suffix(".tmp")
         torch.save(
             {

@@ -45,7 +45,11 @@ def test_eval_log_replaces_a_repeated_epoch_and_keeps_epoch_order(tmp_path):
     rows = log.rows()
     assert [int(r["epoch"]) for r in rows] == [5, 10]
     assert float(rows[1]["knn_top1"]) == 31
-    assert log.train_seconds_before(7) == 50 and log.train_seconds_before(4) == 0
+    # resuming after 7 epochs: the time after epoch 7, else the last evaluation before it
+    assert log.train_seconds_at(7) == 50 and log.train_seconds_at(4) == 0
+    for epoch, seconds in ((6, 61.0), (7, 70.5), (8, 80.0), (7, 71.0)):  # epoch 7 done twice
+        log.add_time(epoch, seconds)
+    assert log.train_seconds_at(7) == 71.0 and log.train_seconds_at(0) == 0
 
 
 def test_finished_needs_the_last_evaluation(tmp_path):
