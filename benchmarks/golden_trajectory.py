@@ -9,7 +9,8 @@ epoch and of the final backbone weights.
     python benchmarks/golden_trajectory.py             # re-runs, compares, exit 1 on a change
 
 Bit-identity holds on one machine and software stack (torch picks CPU kernels by
-instruction set): record and check on the same one.
+instruction set, and reductions depend on the thread count): record and check on the same
+one; both run with one intra-op thread.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     import torch
+
+    torch.set_num_threads(1)  # reductions, hence bits, depend on the thread count
 
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(FIXTURE) as tar:

@@ -87,6 +87,9 @@ PLANS: dict[str, list[tuple[str, str]]] = {
         ("effssl", "proj=512"),
     ],
     "baselines": [("byol", "default"), ("mocov2plus", "default")],
+    # the budget's order of the ablations (issue 9): kl_weight first, then the rest
+    "kl": [("effssl", "kl_weight=0")],
+    "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
     "probe": [
         ("effssl", "default"),

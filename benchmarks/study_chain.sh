@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole issue-9 study in the budget's order; every step skips finished runs and resumes
+# partial ones, so this script can be killed and started again at any time.
+# Needs the official code: EFFSSL_OFFICIAL_SRC=<checkout of CupidJay/Efficient_SSL>.
+# Stop between runs with: touch benchmarks/results/study/PAUSE
+set -u
+OUT=${OUT:-benchmarks/results/study}
+COMMON=(--batch 256 --epochs 50 --eval-epochs 5 10 20 30 40 50
+        --effssl-overrides optimizer.lr=0.1 --out "$OUT")
+python benchmarks/study.py --plan main official kl --seeds 0 1 2 "${COMMON[@]}"
+python benchmarks/study.py --plan baselines --seeds 0 "${COMMON[@]}"
+python benchmarks/study.py --plan rest --seeds 0 1 2 "${COMMON[@]}"
+python benchmarks/study.py --plan baselines --seeds 1 2 "${COMMON[@]}"
+python benchmarks/study.py --linear --plan main official kl baselines rest --seeds 0 1 2 "${COMMON[@]}"
