@@ -87,3 +87,22 @@ def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
     assert "| simclr | 1 | 5 (unfinished) | 35.00 +- 0.00 |" in text
     assert "50.50 +- 0.00 (n=1)" in text
     assert (tmp_path / "study.png").stat().st_size > 0
+
+
+def test_clipped_seconds_caps_disturbed_epochs_only():
+    # epoch 1 holds start-up (kept raw); epochs of 10 s, except epoch 4 (disturbed: 40 s)
+    points = [(1, 25.0), (2, 35.0), (3, 45.0), (4, 85.0), (5, 95.0)]
+    clipped = study.clipped_seconds(points)
+    assert clipped[1] == 25.0 and clipped[3] == 45.0
+    assert clipped[4] == pytest.approx(45.0 + study.CLIP_FACTOR * 10.0)
+    assert clipped[5] == pytest.approx(clipped[4] + 10.0)
+    # an undisturbed run is unchanged
+    even = [(e, 10.0 * e) for e in range(1, 8)]
+    assert study.clipped_seconds(even) == dict(even)
+
+
+def test_time_points_keep_the_last_record_of_a_resumed_epoch(tmp_path):
+    log = study.EvalLog(tmp_path)
+    for epoch, seconds in ((1, 10.0), (2, 20.0), (2, 21.0), (3, 31.0)):
+        log.add_time(epoch, seconds)
+    assert log.time_points() == [(1, 10.0), (2, 21.0), (3, 31.0)]
