@@ -1,17 +1,23 @@
 """EffSSL for solo-learn: single-branch self-supervised learning with a memory bank.
 
-Importing this package is light: it imports neither solo-learn nor Lightning.
-:func:`register` plugs the method into solo-learn.
+Importing this package is light and changes nothing outside it: it imports neither
+solo-learn nor Lightning, registers no resolver and installs no warning filter.
+:func:`register` plugs the method into solo-learn (the one place that touches solo-learn);
+:func:`register_resolvers` adds the OmegaConf resolver the configs use.
 """
 
 from __future__ import annotations
 
 import contextlib as _contextlib
+import importlib.abc as _importlib_abc
 import os as _os
+import sys as _sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 __version__ = "0.1.0"
 
@@ -23,7 +29,14 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "configs")) and 
     _os.path.join(_repo_root, "configs", "__init__.py")
 ):
     __path__.append(_repo_root)  # noqa: F821 - the package's own search path
-__all__ = ["register", "__version__", "cpu_workers", "create_encoder"]
+__all__ = [
+    "register",
+    "register_resolvers",
+    "register_when_solo_is_imported",
+    "__version__",
+    "cpu_workers",
+    "create_encoder",
+]
 
 _registered = False
 
@@ -40,13 +53,13 @@ def cpu_workers(devices: object = 1) -> int:
     return max(1, cores // processes - 1)
 
 
-def _register_resolvers() -> None:
+def register_resolvers() -> None:
+    """Registers the OmegaConf resolver the configs use, ``${effssl.cpu_workers:${devices}}``
+    (``machine=cpu``'s ``data.num_workers``); idempotent and light (OmegaConf only). The
+    Hydra search-path plugin calls it when a Hydra app starts, and :func:`register` too."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("effssl.cpu_workers", cpu_workers, replace=True)
-
-
-_register_resolvers()
 
 
 def create_encoder(path: str | _os.PathLike):
@@ -70,6 +83,7 @@ def register() -> None:
     batches that lack some classes.
     """
     global _registered
+    register_resolvers()
     if _registered:
         return
     with quiet_imports():
@@ -86,6 +100,75 @@ def register() -> None:
     solo_base.WeightedKNNClassifier = WeightedKNNClassifierTM1
     solo_knn.WeightedKNNClassifier = WeightedKNNClassifierTM1
     _registered = True
+
+
+class _RegisterAfterSoloImport(_importlib_abc.MetaPathFinder):
+    """A one-shot import hook: finds ``solo`` with the other finders and has its loader call
+    :func:`register` once solo-learn's package (which imports ``solo.methods``) is executed."""
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != "solo":
+            return None
+        _remove_solo_hook()  # one shot, and the finders below do not see it again
+        for finder in _sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(fullname, path, target) if find_spec is not None else None
+            if spec is not None:
+                break
+        else:
+            return None  # solo-learn is not installed: nothing to register
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ExecThenRegister(spec.loader)
+        return spec
+
+
+class _ExecThenRegister(_importlib_abc.Loader):
+    """solo-learn's own loader, then :func:`register`; the module keeps its real loader."""
+
+    def __init__(self, loader: _importlib_abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        _register_for_solo_app()
+
+
+def _remove_solo_hook() -> None:
+    _sys.meta_path[:] = [f for f in _sys.meta_path if not isinstance(f, _RegisterAfterSoloImport)]
+
+
+def _register_for_solo_app() -> None:
+    """:func:`register` inside another app's solo-learn import: a failure becomes a warning,
+    so that the app's own import of solo-learn still succeeds."""
+    try:
+        register()
+    except Exception as err:  # reported, not raised into the app's import
+        import warnings
+
+        warnings.warn(
+            f"effssl-plugin could not register EffSSL and the timm backbone with solo-learn: "
+            f"{type(err).__name__}: {err}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def register_when_solo_is_imported() -> None:
+    """Calls :func:`register` as soon as the running program has imported solo-learn: now if
+    it has, else right after its first ``import solo...`` (a one-shot ``sys.meta_path``
+    hook). The Hydra search-path plugin calls it, so that solo-learn's own scripts
+    (``main_linear.py``, ``main_pretrain.py``) find EffSSL and the ``timm`` backbone, while
+    a Hydra app that never imports solo-learn imports nothing heavy and is left unchanged."""
+    if "solo" in _sys.modules:
+        _register_for_solo_app()
+    elif not any(isinstance(f, _RegisterAfterSoloImport) for f in _sys.meta_path):
+        _sys.meta_path.insert(0, _RegisterAfterSoloImport())
 
 
 #: what importing solo-learn prints: timm's renamed modules, solo-learn re-registering timm

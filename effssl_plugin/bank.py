@@ -26,7 +26,7 @@ from torch import Tensor
 
 from effssl_plugin.distributed import all_gather_cat, all_reduce_sum_, is_distributed
 
-__all__ = ["MemoryBank", "BANK_DTYPES", "ce_bank_delta"]
+__all__ = ["MemoryBank", "BANK_DTYPES", "ce_bank_delta", "soft_targets", "negatives_generator"]
 
 BANK_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -49,7 +49,9 @@ def _segment_mean(values: Tensor, inverse: Tensor, num_segments: int) -> Tensor:
     return (assign @ values) / assign.sum(dim=1, keepdim=True)
 
 
-def ce_bank_delta(z: Tensor, probs: Tensor, targets: Tensor) -> Tensor:
+def ce_bank_delta(
+    z: Tensor, probs: Tensor, targets: Tensor, matmul_dtype: torch.dtype | None = None
+) -> Tensor:
     """``Delta = (Y - P)^T Z``: minus ``tau * B`` times the gradient of the batch-mean CE.
 
     For ``L = mean_i CE(z_i W_C^T / tau, y_i)`` with soft targets ``Y`` and
@@ -59,11 +61,41 @@ def ce_bank_delta(z: Tensor, probs: Tensor, targets: Tensor) -> Tensor:
         z: ``B x D`` features (normalised).
         probs: ``B x |C|`` softmax probabilities ``P``.
         targets: ``B x |C|`` target weights ``Y`` (rows sum to 1).
+        matmul_dtype: the dtype of the product (e.g. a mixed-precision run's autocast
+            dtype); ``Y - P`` is formed in float32 and the result returned in float32.
 
     Returns:
         ``|C| x D`` float32 tensor.
     """
-    return (targets.float() - probs.float()).t() @ z.detach().float()
+    dtype = matmul_dtype or torch.float32
+    residual = (targets.float() - probs.float()).to(dtype)
+    return (residual.t() @ z.detach().to(dtype)).float()
+
+
+def soft_targets(
+    pos: Tensor, num_cols: int, pos_b: Tensor | None = None, lam: float = 1.0
+) -> Tensor:
+    """The CE's target weights ``Y`` (``B x num_cols``, float32): ``lam`` at column
+    ``pos[i]`` plus, with CutMix, ``1 - lam`` at the partner's column ``pos_b[i]``."""
+    like = {"dtype": torch.float32, "device": pos.device}
+    y = torch.zeros(pos.numel(), num_cols, **like).scatter_(1, pos.view(-1, 1), lam)
+    if pos_b is not None:
+        y.scatter_add_(1, pos_b.view(-1, 1), torch.full((pos.numel(), 1), 1 - lam, **like))
+    return y
+
+
+def negatives_generator(
+    seed: int, step: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The sampler of training step ``step``'s negatives, a function of ``(seed, step)`` only:
+    every rank draws the same columns, and a resumed run draws what an uninterrupted one
+    would, with no sampler state to save. The two integers are mixed by SplitMix64's
+    finaliser, so neighbouring steps get unrelated seeds."""
+    mask = (1 << 64) - 1
+    x = (int(seed) * 0x9E3779B97F4A7C15 + int(step)) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return torch.Generator(device=device).manual_seed(x ^ (x >> 31))
 
 
 class MemoryBank(nn.Module):
@@ -202,6 +234,25 @@ class MemoryBank(nn.Module):
             negatives = draw + torch.searchsorted(shift, draw, right=True)
         return torch.cat([uniq, negatives]), pos
 
+    @torch.no_grad()
+    def batch_columns(
+        self, indexes: Tensor, num_negatives: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """One step's columns for this rank's batch: ``(cols, weight_cols, pos)``.
+
+        The batch indexes of every rank are gathered, so that every rank draws the same
+        :meth:`columns` (with identically seeded generators); ``pos`` are this rank's samples'
+        columns and ``weight_cols = weight[cols]``. ``num_negatives < 0``: every row in index
+        order, ``cols=None`` and ``weight_cols`` the bank itself (no gather copy).
+        """
+        global_indexes, offset = all_gather_cat(indexes, return_offset=True)
+        if num_negatives < 0:
+            cols, weight_cols, global_pos = None, self.weight, global_indexes
+        else:
+            cols, global_pos = self.columns(global_indexes, num_negatives, generator)
+            weight_cols = self.weight[cols]
+        return cols, weight_cols, global_pos[offset : offset + indexes.numel()]
+
     # ----------------------------------------------------------------- updates
     @torch.no_grad()
     def update_ema(self, indexes: Tensor, z: Tensor, momentum: float = 0.5) -> None:
@@ -246,28 +297,19 @@ class MemoryBank(nn.Module):
         rows in index order. ``weight_cols`` may pass ``weight[cols]`` as already gathered
         for this step's logits (it is not modified) to save a second gather.
         ``matmul_dtype`` (e.g. the autocast dtype of a mixed-precision run) computes the
-        ``(Y - P)^T Z`` product in that dtype, with float32 accumulation of the result into
-        the rows. Under ``torch.distributed`` ``Delta`` is summed over ranks.
+        ``(Y - P)^T Z`` product in that dtype (:func:`ce_bank_delta`), with float32
+        accumulation of the result into the rows. Under ``torch.distributed`` ``Delta`` is
+        summed over ranks before any row moves, so replicas stay bit-identical.
         """
         if not 0.0 < momentum < 1.0:
             raise ValueError(f"momentum must be in (0, 1), got {momentum}")
-        eta = (1.0 - momentum) / momentum
         if cols is not None:
             cols = self._check_indexes(cols)
         if weight_cols is None:
             weight_cols = self.weight if cols is None else self.weight[cols]
-        w = weight_cols.float()
+        delta = all_reduce_sum_(ce_bank_delta(z, probs, targets, matmul_dtype))
         self.num_updates += 1
-        if matmul_dtype is not None and matmul_dtype != torch.float32:
-            g = (targets.float() - probs.float()).to(matmul_dtype)
-            delta = all_reduce_sum_((g.t() @ z.detach().to(matmul_dtype)).float())
-            new = w.add(delta, alpha=eta)
-        elif is_distributed():
-            new = w.add(all_reduce_sum_(ce_bank_delta(z, probs, targets)), alpha=eta)
-        else:  # one fused GEMM: w + eta * (Y - P)^T Z
-            g = targets.float() - probs.float()
-            new = torch.addmm(w, g.t(), z.detach().float(), alpha=eta)
-        self._write_(cols, new)
+        self._write_(cols, weight_cols.float().add(delta, alpha=(1.0 - momentum) / momentum))
 
     # ------------------------------------------------------------------- stats
     @torch.no_grad()

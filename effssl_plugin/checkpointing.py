@@ -1,17 +1,17 @@
-"""Atomic checkpoints that keep the last N, and an auto-resumer that picks the newest one.
-
-Both extend solo-learn's :class:`~solo.utils.checkpointer.Checkpointer` and
+"""Checkpoints: solo-learn's :class:`~solo.utils.checkpointer.Checkpointer` and
 :class:`~solo.utils.auto_resumer.AutoResumer` (same directory layout, ``args.json`` and
-matching rules), changing only what resume safety needs.
-"""
+matching rules) with what resuming safely needs, and the checks a checkpoint passes before a
+run continues it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -21,16 +21,17 @@ from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
 from effssl_plugin.errors import ConfigError
+from effssl_plugin.settings import check_bank_shape
 
 __all__ = [
     "AtomicCheckpointer",
     "NewestCheckpointResumer",
-    "checkpoint_epoch",
     "BANK_STORAGE",
-    "check_bank_present",
+    "check_resumable",
+    "checkpoint_epoch",
+    "newest_checkpoint",
+    "resolve_checkpoint",
 ]
-
-_EPOCH_RE = re.compile(r"-ep=(\d+)\.ckpt$")
 
 #: ``checkpoint.bank``: how checkpoints store the EffSSL memory bank (``bank.*`` buffers).
 #: ``full``: as trained; ``bfloat16``: a float32 bank is stored in bfloat16 (half the bytes; on
@@ -43,18 +44,44 @@ BANK_STORAGE_KEY = "effssl_checkpoint_bank"
 
 def checkpoint_epoch(path: str | Path) -> int:
     """The epoch in a ``...-ep=N.ckpt`` file name (-1 if absent)."""
-    match = _EPOCH_RE.search(str(path))
+    match = re.search(r"-ep=(\d+)\.ckpt$", str(path))
     return int(match.group(1)) if match else -1
 
 
-class AtomicCheckpointer(Checkpointer):
-    """solo-learn's Checkpointer, writing each checkpoint atomically and keeping the last N.
+def _oldest_first(ckpts: Iterable[Path]) -> list[Path]:
+    """By the epoch in the name (a newer mtime never beats a higher epoch), then by mtime."""
+    return sorted(ckpts, key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime))
 
-    A checkpoint is written to ``<name>.ckpt.tmp`` and renamed to ``<name>.ckpt`` only when
-    complete, so a job killed while saving never leaves a truncated ``.ckpt`` for
-    auto-resume. ``keep_last`` checkpoints are kept (``keep_prev=True`` keeps all). The run
-    directory is ``logdir / run_id`` when a ``run_id`` is given (a resumed run continues in
-    its own directory), else solo-learn's naming. The last epoch is always saved.
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The highest-epoch ``.ckpt`` in ``run_dir`` (never an unfinished ``.ckpt.tmp``), or None."""
+    ckpts = _oldest_first(Path(run_dir).glob("*.ckpt"))
+    return ckpts[-1] if ckpts else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file, or the newest one in a run directory."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"checkpoint {p} does not exist")
+    newest = newest_checkpoint(p) if p.is_dir() else p
+    if newest is None:
+        raise ConfigError(f"no .ckpt file in {p}")
+    return newest
+
+
+class AtomicCheckpointer(Checkpointer):
+    """solo-learn's Checkpointer, with:
+
+    * atomic writes: ``<name>.ckpt.tmp``, renamed to ``<name>.ckpt`` when complete, so a job
+      killed while saving never leaves a truncated ``.ckpt`` for auto-resume. Lightning's own
+      ``_atomic_save`` is not enough: before 2.4 it writes in place, and since then it stages
+      the file in the system temp folder and ``shutil.move``s it, which copies into place when
+      that folder is on another filesystem than ``checkpoint.dir`` (as on most clusters);
+    * the last ``keep_last`` checkpoints kept (``keep_prev=True`` keeps all), and the last
+      epoch always saved;
+    * the run directory ``logdir / run_id``, so a resumed run continues in its own directory;
+    * ``checkpoint.bank`` (:data:`BANK_STORAGE`) applied to EffSSL's bank.
     """
 
     def __init__(
@@ -63,8 +90,9 @@ class AtomicCheckpointer(Checkpointer):
         logdir: str | Path = Path("trained_models"),
         frequency: int = 1,
         keep_prev: bool = False,
+        *,
         keep_last: int = 1,
-        run_id: str | None = None,
+        run_id: str,
         bank: str = "full",
     ) -> None:
         super().__init__(cfg, logdir=logdir, frequency=frequency, keep_prev=keep_prev)
@@ -72,9 +100,7 @@ class AtomicCheckpointer(Checkpointer):
             raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
         if bank not in BANK_STORAGE:
             raise ConfigError(f"checkpoint.bank must be one of {list(BANK_STORAGE)}, got {bank!r}")
-        self.keep_last = keep_last
-        self.run_id = run_id
-        self.bank = bank
+        self.keep_last, self.run_id, self.bank = keep_last, run_id, bank
         self._saving_last = False
 
     @classmethod
@@ -91,9 +117,6 @@ class AtomicCheckpointer(Checkpointer):
         )
 
     def initial_setup(self, trainer: pl.Trainer) -> None:
-        if self.run_id is None:
-            super().initial_setup(trainer)
-            return
         self.path = self.logdir / self.run_id
         self.ckpt_placeholder = f"{self.cfg.name}-{self.run_id}" + "-ep={}.ckpt"
         self.last_ckpt = None
@@ -108,18 +131,11 @@ class AtomicCheckpointer(Checkpointer):
         trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes; ends in a barrier
         if trainer.is_global_zero:
             os.replace(tmp, final)
-            self._prune()
+            if not self.keep_prev:
+                for old in _oldest_first(self.path.glob("*.ckpt"))[: -self.keep_last]:
+                    old.unlink(missing_ok=True)
         trainer.strategy.barrier("effssl_checkpoint_rename")
         self.last_ckpt = final
-
-    def _prune(self) -> None:
-        if self.keep_prev:
-            return
-        ckpts = sorted(
-            self.path.glob("*.ckpt"), key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime)
-        )
-        for old in ckpts[: -self.keep_last]:
-            old.unlink(missing_ok=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, _: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -147,44 +163,59 @@ class AtomicCheckpointer(Checkpointer):
             checkpoint[BANK_STORAGE_KEY] = "bfloat16"
 
 
-def check_bank_present(checkpoint: dict, path: str | Path, cfg: DictConfig) -> None:
-    """Refuses to continue an EffSSL checkpoint saved without its bank (``none_at_end``)."""
-    if cfg.method != "effssl" or checkpoint.get(BANK_STORAGE_KEY) != "omitted":
-        return
-    epochs = int(checkpoint.get("epoch", -1)) + 1
-    if 0 < int(cfg.max_epochs) <= epochs:
-        return  # a finished run: the launcher reports it and trains nothing
-    raise ConfigError(
-        f"the checkpoint {path} was saved without its memory bank "
-        f"(checkpoint.bank=none_at_end, after {epochs} epochs): it holds the trained weights "
-        "(also in the run's encoder/ folder) but cannot be continued; resume from an earlier "
-        "checkpoint, or start a new run (auto_resume.enabled=false)"
-    )
+def check_resumable(path: str, cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint at ``path`` (memory-mapped), after refusing one that ``cfg`` cannot
+    continue: made for another dataset (number of classes of the online classifier; for
+    effssl, of images, i.e. bank rows) or an EffSSL checkpoint saved without its bank
+    (``checkpoint.bank=none_at_end``; fine for a finished run, which trains nothing)."""
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"cannot read checkpoint {path}: {err}") from None
+    epochs = int(state.get("epoch", -1)) + 1
+    if cfg.method == "effssl" and state.get(BANK_STORAGE_KEY) == "omitted":
+        if not 0 < int(cfg.max_epochs) <= epochs:
+            raise ConfigError(
+                f"the checkpoint {path} was saved without its memory bank "
+                f"(checkpoint.bank=none_at_end, after {epochs} epochs): it holds the trained "
+                "weights (also in the run's encoder/ folder) but cannot be continued; resume "
+                "from an earlier checkpoint, or start a new run (auto_resume.enabled=false)"
+            )
+    weights = state.get("state_dict", {})
+    classifier = weights.get("classifier.weight")
+    if classifier is not None and classifier.shape[0] != cfg.data.num_classes:
+        raise ConfigError(
+            f"the checkpoint {path} was trained on {classifier.shape[0]} classes but "
+            f"data.train_path has {cfg.data.num_classes}: resuming on a different dataset is "
+            "refused (start a new run, e.g. with auto_resume.enabled=false)"
+        )
+    bank = weights.get("bank.weight")
+    if cfg.method == "effssl" and bank is not None:
+        kw = cfg.method_kwargs
+        run_shape = (int(kw.num_samples), int(kw.proj_output_dim))
+        check_bank_shape(tuple(bank.shape), run_shape, bool(kw.reinit_bank_on_resume), path)
+    return state
 
 
 class NewestCheckpointResumer(AutoResumer):
-    """solo-learn's AutoResumer (same ``SHOULD_MATCH`` keys and age limit), but within each
-    run directory it picks the checkpoint of the highest epoch, and it ignores the
-    ``.ckpt.tmp`` files of interrupted saves. Returns ``(checkpoint, run_id)``."""
+    """solo-learn's AutoResumer (same ``SHOULD_MATCH`` keys and age limit), except that it
+    takes each run directory's newest checkpoint (:func:`newest_checkpoint`), not any
+    ``.ckpt``, and returns ``(checkpoint, run_id)`` (the directory name), not a W&B id."""
 
     def find_checkpoint(self, cfg: DictConfig) -> tuple[str | None, str | None]:
-        now = datetime.now()
-        candidates = []
-        for rootdir, _, files in os.walk(self.checkpoint_dir):
-            root = Path(rootdir)
-            ckpts = [root / f for f in files if f.endswith(".ckpt")]
-            if not ckpts or not (root / "args.json").exists():
+        now, candidates = datetime.now(), []
+        for rootdir, _, _ in os.walk(self.checkpoint_dir):
+            ckpt = newest_checkpoint(rootdir)
+            if ckpt is None or not (Path(rootdir) / "args.json").exists():
                 continue
-            newest = max(ckpts, key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime))
-            created = datetime.fromtimestamp(os.path.getmtime(newest))
+            created = datetime.fromtimestamp(ckpt.stat().st_mtime)
             if now - created < self.max_hours:
-                candidates.append((created, newest, root))
-        for _, ckpt, root in sorted(candidates, key=lambda c: c[0], reverse=True):
-            with open(root / "args.json") as f:
-                saved = DictConfig(json.load(f))
+                candidates.append((created, ckpt))
+        for _, ckpt in sorted(candidates, key=lambda c: c[0], reverse=True):
+            saved = DictConfig(json.loads((ckpt.parent / "args.json").read_text()))
             if all(
                 omegaconf_select(saved, key, None) == omegaconf_select(cfg, key, None)
                 for key in AutoResumer.SHOULD_MATCH
             ):
-                return str(ckpt), root.name
+                return str(ckpt), ckpt.parent.name
         return None, None

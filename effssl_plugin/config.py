@@ -1,5 +1,5 @@
-"""Config handling around solo-learn's ``parse_cfg``: real world size, ``auto`` values and
-the checks that must run before anything is written."""
+"""solo-learn's ``parse_cfg`` with the checks that run before anything is written, the real
+process count for the learning-rate scaling, and ``auto`` values resolved."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Any, NamedTuple
 import omegaconf
 import torch
 from omegaconf import OmegaConf
+from solo.args.pretrain import _SUPPORTED_DATASETS
 from solo.args.pretrain import parse_cfg as solo_parse_pretrain_cfg
 from solo.utils.misc import omegaconf_select
 
 from effssl_plugin.data import check_data_paths
 from effssl_plugin.errors import ConfigError, suggest
-from effssl_plugin.method import DEFAULT_METHOD_KWARGS
+from effssl_plugin.settings import DEFAULT_METHOD_KWARGS, EffSSLSettings
 
 __all__ = [
     "resolve_accelerator",
@@ -38,18 +39,15 @@ class Numeric(NamedTuple):
     def describe(self) -> str:
         """E.g. ``"an integer >= 1"``."""
         kind = "an integer" if self.integer else "a number"
-        if self.low is None:
-            return kind
-        return f"{kind} {'>=' if self.low_allowed else '>'} {self.low}"
+        return (
+            kind if self.low is None else f"{kind} {'>=' if self.low_allowed else '>'} {self.low}"
+        )
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` has the type (booleans are not numbers here) and the range."""
-        types = (int,) if self.integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, types):
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
             return False
-        if self.low is None:
-            return True
-        return value >= self.low if self.low_allowed else value > self.low
+        return self.low is None or (value >= self.low if self.low_allowed else value > self.low)
 
 
 #: Every numeric config key the launcher or solo-learn computes with, and its range. Checked
@@ -94,23 +92,16 @@ NUMERIC_KEYS: dict[str, Numeric] = {
 def resolve_accelerator(accelerator: str | None) -> str:
     """Lightning's accelerator name that ``accelerator`` stands for on this machine."""
     acc = (accelerator or "auto").lower()
-    if acc == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if acc == "gpu":
-        return "cuda" if torch.cuda.is_available() else "mps"
-    return acc
+    if acc in ("auto", "gpu") and torch.cuda.is_available():
+        return "cuda"
+    if acc == "gpu" or (acc == "auto" and torch.backends.mps.is_available()):
+        return "mps"
+    return "cpu" if acc == "auto" else acc
 
 
 def local_device_count(accelerator: str | None, devices: Any) -> int:
-    """How many processes Lightning starts per node for ``accelerator`` / ``devices``.
-
-    Unlike solo-learn's ``len(cfg.devices)``, this is right for ``"auto"``, ``-1``, ints,
-    strings such as ``"1"`` or ``"0,1"`` and lists, by asking Lightning's own parsers.
-    """
+    """How many processes Lightning starts per node, from its own parsers: unlike solo-learn's
+    ``len(cfg.devices)``, right for ``"auto"``, ``-1``, ints, ``"1"``, ``"0,1"`` and lists."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
     acc = resolve_accelerator(accelerator)
@@ -152,8 +143,8 @@ def parse_with_real_devices(
 
 
 def resolve_auto_machine(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-    """``precision: auto`` -> 16-mixed on CUDA else 32-true; ``sync_batchnorm: auto`` -> on
-    when several CUDA processes train."""
+    """``precision: auto``: 16-mixed on CUDA, else 32-true; ``sync_batchnorm: auto``: on when
+    several CUDA processes train."""
     acc = resolve_accelerator(omegaconf_select(cfg, "accelerator", "auto"))
     if omegaconf_select(cfg, "precision", "auto") == "auto":
         cfg.precision = "16-mixed" if acc == "cuda" else "32-true"
@@ -177,15 +168,12 @@ _SCHEDULERS_WITHOUT_EPOCHS = ("none", "step")
 def check_stopping_condition(cfg: omegaconf.DictConfig) -> None:
     """``max_epochs`` must end training: >= 1, or -1 (Lightning: no epoch limit) only with
     ``max_steps`` or ``max_time`` set and a scheduler that does not need a number of epochs."""
-    max_epochs = cfg.max_epochs
-    if max_epochs >= 1:
+    if cfg.max_epochs >= 1:
         return
-    if max_epochs == 0:
+    if cfg.max_epochs == 0:
         raise ConfigError("max_epochs must be >= 1 (or -1 with +max_steps/+max_time), got 0")
-    has_limit = (omegaconf_select(cfg, "max_steps", -1) or -1) > 0 or omegaconf_select(
-        cfg, "max_time", None
-    ) is not None
-    if not has_limit:
+    max_steps = omegaconf_select(cfg, "max_steps", -1) or -1
+    if max_steps <= 0 and omegaconf_select(cfg, "max_time", None) is None:
         raise ConfigError(
             "max_epochs=-1 with neither max_steps nor max_time set would train forever: set "
             "max_epochs to a number of epochs, or add +max_steps=N or +max_time=DD:HH:MM:SS"
@@ -199,23 +187,11 @@ def check_stopping_condition(cfg: omegaconf.DictConfig) -> None:
 
 
 def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-    """solo-learn's pretrain ``parse_cfg`` with the world size Lightning will really use.
-
-    Also resolves ``precision: auto`` (16-mixed on CUDA, else 32-true) and
-    ``sync_batchnorm: auto`` (on when several CUDA processes train), and records
-    ``world_size`` (devices x nodes) in the config.
-    """
+    """solo-learn's pretrain ``parse_cfg`` after every check that needs no data, with the
+    world size Lightning will really use (recorded as ``world_size``) and ``auto`` values."""
     OmegaConf.set_struct(cfg, False)
-    required = [
-        "method",
-        "backbone.name",
-        "data.dataset",
-        "data.train_path",
-        "optimizer.lr",
-        "optimizer.batch_size",
-        "augmentations",
-        "max_epochs",
-    ]
+    required = ["method", "backbone.name", "data.dataset", "data.train_path", "optimizer.lr"]
+    required += ["optimizer.batch_size", "augmentations", "max_epochs"]
     if omegaconf_select(cfg, "data.val_path", None) is not None:
         required.append("optimizer.classifier_lr")
     for key in required:
@@ -225,11 +201,10 @@ def parse_pretrain_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
     check_stopping_condition(cfg)
     if "num_workers" in cfg.data:  # machine=cpu's resolver: record the number in args.json
         cfg.data.num_workers = cfg.data.num_workers
-    datasets = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
-    if cfg.data.dataset not in datasets:
+    if cfg.data.dataset not in _SUPPORTED_DATASETS:  # solo-learn: a bare assert
         raise ConfigError(
-            f"data.dataset={cfg.data.dataset!r} is not one of {list(datasets)}."
-            f"{suggest(str(cfg.data.dataset), datasets)}"
+            f"data.dataset={cfg.data.dataset!r} is not one of {_SUPPORTED_DATASETS}."
+            f"{suggest(str(cfg.data.dataset), _SUPPORTED_DATASETS)}"
         )
     check_data_paths(cfg)  # solo-learn lists data.train_path while parsing
     cfg = parse_with_real_devices(cfg, solo_parse_pretrain_cfg)
@@ -249,16 +224,5 @@ def check_global_batch(cfg: omegaconf.DictConfig, num_samples: int) -> None:
             f"{global_batch} is larger than the training set ({num_samples} images): with "
             "drop_last no training step would run"
         )
-    if cfg.method == "effssl":
-        k = int(cfg.method_kwargs.get("num_negatives", 0))
-        if k >= num_samples:
-            raise ConfigError(
-                f"method_kwargs.num_negatives={k} must be smaller than the number of bank rows "
-                f"({num_samples} training images), or -1 for all rows"
-            )
-        if k >= 0 and k + global_batch > num_samples:
-            raise ConfigError(
-                f"method_kwargs.num_negatives={k} plus the global batch ({global_batch}) exceeds "
-                f"the {num_samples} bank rows: lower it to at most {num_samples - global_batch}, "
-                "or use -1 for all rows"
-            )
+    if cfg.method == "effssl":  # negatives vs bank rows, with every other effssl check
+        EffSSLSettings.from_cfg(cfg, global_batch)

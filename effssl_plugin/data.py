@@ -1,5 +1,5 @@
-"""Data wiring on top of solo-learn's pipeline: checked paths, clear image errors, and
-validation transforms at the pretraining resolution for custom folders."""
+"""solo-learn's datasets with checked paths, errors that name the file or key, and validation
+transforms at the pretraining resolution for custom folders."""
 
 from __future__ import annotations
 
@@ -31,16 +31,14 @@ from torchvision.datasets import ImageFolder
 from tqdm.auto import tqdm
 
 from effssl_plugin.errors import DataError
-from effssl_plugin.launch import hydra_config_name
+from effssl_plugin.summary import hydra_config_name
 
 __all__ = [
-    "FOLDER_DATASETS",
-    "ImageFolderWithClasses",
     "build_pretrain_dataset",
     "build_val_loader",
     "check_data_paths",
-    "class_folders",
     "classification_transform",
+    "custom_classification_transform",
     "read_rgb_image",
 ]
 
@@ -48,6 +46,10 @@ log = logging.getLogger(__name__)
 
 #: datasets that solo-learn reads from an ImageFolder (the others download into the path)
 FOLDER_DATASETS = ("custom", "imagenet", "imagenet100")
+#: datasets torchvision downloads into their path, and their names
+DOWNLOADED_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
+#: subfolder names of a dataset root (splits), as opposed to class folders
+SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 
 
 def read_rgb_image(path: str) -> Image.Image:
@@ -59,48 +61,26 @@ def read_rgb_image(path: str) -> Image.Image:
         raise DataError(f"cannot read image file {path}: {err}") from None
 
 
-def _image_is_readable(path: str) -> bool:
-    try:
-        read_rgb_image(path)
-        return True
-    except DataError:
-        return False
-
-
 def drop_unreadable_images(dataset: ImageFolder, num_threads: int = 8) -> list[str]:
     """Decodes every image once and removes the unreadable ones from ``dataset``."""
+
+    def readable(path: str) -> bool:
+        try:
+            return read_rgb_image(path) is not None
+        except DataError:
+            return False
+
     paths = [p for p, _ in dataset.samples]
     with ThreadPoolExecutor(num_threads) as pool:
-        ok = list(
-            tqdm(
-                pool.map(_image_is_readable, paths, chunksize=64),
-                total=len(paths),
-                desc="Checking images",
-                dynamic_ncols=True,
-            )
-        )
-    bad = [p for p, good in zip(paths, ok, strict=False) if not good]
+        results = pool.map(readable, paths, chunksize=64)
+        ok = list(tqdm(results, total=len(paths), desc="Checking images", dynamic_ncols=True))
+    bad = [p for p, good in zip(paths, ok, strict=True) if not good]
     if bad:
-        dataset.samples = [s for s, good in zip(dataset.samples, ok, strict=False) if good]
-        dataset.imgs = dataset.samples
-        dataset.targets = [t for _, t in dataset.samples]
+        dataset.samples = [s for s, good in zip(dataset.samples, ok, strict=True) if good]
+        dataset.imgs, dataset.targets = dataset.samples, [t for _, t in dataset.samples]
         shown = ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else "")
         log.warning("skipping %d unreadable image(s): %s", len(bad), shown)
     return bad
-
-
-def _check_folder(key: str, path: Any) -> None:
-    if path is None or str(path) == "":
-        raise DataError(f"{key} is not set: point it to an image folder (one subfolder per class)")
-    p = Path(str(path))
-    if not p.exists():
-        raise DataError(f"{key}={p} does not exist")
-    if not p.is_dir() or not any(p.iterdir()):
-        raise DataError(f"{key}={p} is empty or not a folder: expected one subfolder per class")
-
-
-#: subfolder names of a dataset root (splits), as opposed to class folders
-_SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 
 
 def class_folders(path: Any) -> list[str]:
@@ -123,55 +103,49 @@ class ImageFolderWithClasses(ImageFolder):
         return list(index), index
 
 
-def _check_not_split_root(key: str, path: Any) -> None:
-    """Refuses a dataset root (``train/`` plus ``test/`` or ``val/``) given as a class folder."""
-    names = [n for n in class_folders(path) if not n.startswith(".")]  # e.g. .ipynb_checkpoints
-    if "train" in names and len(names) >= 2 and set(names) <= set(_SPLIT_NAMES):
-        val = next(n for n in _SPLIT_NAMES if n != "train" and n in names)
+def _check_class_folder(key: str, path: Any) -> None:
+    """An existing, non-empty folder that is not a dataset root (``train/`` plus ``test/``)."""
+    if path is None or str(path) == "":
+        raise DataError(f"{key} is not set: point it to an image folder (one subfolder per class)")
+    p = Path(str(path))
+    if not p.exists():
+        raise DataError(f"{key}={p} does not exist")
+    if not p.is_dir() or not any(p.iterdir()):
+        raise DataError(f"{key}={p} is empty or not a folder: expected one subfolder per class")
+    names = [n for n in class_folders(path) if not n.startswith(".")]  # .ipynb_checkpoints
+    if "train" in names and len(names) >= 2 and set(names) <= set(SPLIT_NAMES):
+        val = next(n for n in SPLIT_NAMES if n != "train" and n in names)
         raise DataError(
             f"{key}={path} holds the split folders {', '.join(n + '/' for n in names)}, not one "
             f"folder per class: use data.train_path={path}/train data.val_path={path}/{val}"
         )
 
 
-def _check_val_classes(train_path: Any, val_path: Any) -> None:
-    """Every class of the val folder must be a class of the training folder."""
+def check_data_paths(cfg: omegaconf.DictConfig, validation: bool = True) -> None:
+    """Fails fast, naming the key, when a folder dataset's path is missing or empty, or the
+    val folder has classes the training folder lacks. CIFAR and STL-10 paths are
+    torchvision download roots and may not exist yet."""
+    if omegaconf_select(cfg, "data.dataset", None) not in FOLDER_DATASETS:
+        return
+    train_path = omegaconf_select(cfg, "data.train_path", None)
+    val_path = omegaconf_select(cfg, "data.val_path", None) if validation else None
+    if omegaconf_select(cfg, "data.format", "image_folder") == "h5":
+        for key, path in (("train_path", train_path), ("val_path", val_path)):
+            if path is not None and not Path(str(path)).is_file():
+                raise DataError(f"data.{key}={path} is not an existing h5 file")
+        return
+    _check_class_folder("data.train_path", train_path)
+    if val_path is None:
+        return
+    _check_class_folder("data.val_path", val_path)
     extra = sorted(set(class_folders(val_path)) - set(class_folders(train_path)))
-    if extra:
+    if extra and not omegaconf_select(cfg, "data.no_labels", False):
         shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
         raise DataError(
             f"data.val_path={val_path} has {len(extra)} class folder(s) that data.train_path="
             f"{train_path} lacks ({shown}): the online classifier knows the training classes "
             "only; remove them from data.val_path or add them to data.train_path"
         )
-
-
-def check_data_paths(cfg: omegaconf.DictConfig, validation: bool = True) -> None:
-    """Fails fast, naming the key, when a folder dataset's path is missing or empty.
-
-    CIFAR and STL-10 paths are torchvision download roots and may not exist yet.
-    """
-    if omegaconf_select(cfg, "data.dataset", None) not in FOLDER_DATASETS:
-        return
-    val_path = omegaconf_select(cfg, "data.val_path", None)
-    if omegaconf_select(cfg, "data.format", "image_folder") == "h5":
-        for key, path in (("train_path", cfg.data.train_path), ("val_path", val_path)):
-            if path is not None and (key == "train_path" or validation):
-                if not Path(str(path)).is_file():
-                    raise DataError(f"data.{key}={path} is not an existing h5 file")
-        return
-    train_path = omegaconf_select(cfg, "data.train_path", None)
-    _check_folder("data.train_path", train_path)
-    _check_not_split_root("data.train_path", train_path)
-    if validation and val_path is not None:
-        _check_folder("data.val_path", val_path)
-        _check_not_split_root("data.val_path", val_path)
-        if not omegaconf_select(cfg, "data.no_labels", False):
-            _check_val_classes(train_path, val_path)
-
-
-#: datasets torchvision downloads into their path, and their names
-DOWNLOADED_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
 
 
 @contextmanager
@@ -201,14 +175,15 @@ def download_errors(dataset: str, key: str, path: Any) -> Iterator[None]:
 
 def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
     """solo-learn's pretraining dataset (``(index, [views], target)`` items) with a checked
-    path, an image loader that names broken files, and optional skipping of those files
-    (``data.skip_corrupt_images``)."""
+    path, an image loader that names broken files, and, with ``data.skip_corrupt_images``,
+    those files left out."""
     check_data_paths(cfg, validation=False)
-    pipelines = [
-        NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
-        for aug in cfg.augmentations
-    ]
-    transform = FullTransformPipeline(pipelines)
+    transform = FullTransformPipeline(
+        [
+            NCropAugmentation(build_transform_pipeline(cfg.data.dataset, aug), aug.num_crops)
+            for aug in cfg.augmentations
+        ]
+    )
     if cfg.debug_augmentations:
         print("Transforms:")
         print(transform)
@@ -267,11 +242,9 @@ def custom_classification_transform(cfg: omegaconf.DictConfig) -> Callable:
 
 
 def build_val_loader(cfg: omegaconf.DictConfig, batch_size: int) -> DataLoader | None:
-    """The classification val loader (online linear / kNN), or ``None`` without val data.
-
-    Known datasets use solo-learn's loaders; custom folders use
-    :func:`custom_classification_transform` instead of solo-learn's 224 px ImageNet one.
-    """
+    """The classification val loader (online linear / kNN), or ``None`` without val data:
+    solo-learn's, except for custom folders, which keep the training set's labels and use
+    :func:`custom_classification_transform` (solo-learn's is a 224 px ImageNet one)."""
     if cfg.data.val_path is None or (cfg.data.dataset == "custom" and cfg.data.no_labels):
         return None
     fmt = "image_folder" if cfg.data.format == "dali" else cfg.data.format
@@ -285,10 +258,8 @@ def build_val_loader(cfg: omegaconf.DictConfig, batch_size: int) -> DataLoader |
         return DataLoader(
             val_dataset,
             batch_size=batch_size,
-            shuffle=False,
             num_workers=cfg.data.num_workers,
             pin_memory=torch.cuda.is_available(),
-            drop_last=False,
         )
     with download_errors(cfg.data.dataset, "data.val_path", cfg.data.val_path):
         _, val_loader = prepare_classification_data(

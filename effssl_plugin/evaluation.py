@@ -1,5 +1,5 @@
-"""Shared pieces of the offline evaluation tools: the pretraining config next to a
-checkpoint, the frozen backbone, evaluation transforms, and feature extraction."""
+"""What the offline evaluation tools share: the pretraining config next to a checkpoint,
+the frozen backbone, evaluation transforms, and feature extraction."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from tqdm.auto import tqdm
 
+from effssl_plugin.checkpointing import resolve_checkpoint
 from effssl_plugin.data import custom_classification_transform
 from effssl_plugin.errors import ConfigError
 
 __all__ = [
-    "resolve_checkpoint",
     "load_pretrain_cfg",
     "build_backbone",
     "load_backbone_weights",
@@ -32,21 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``.ckpt`` file, or the newest one (highest epoch) in a run directory."""
-    from effssl_plugin.checkpointing import checkpoint_epoch
-
-    p = Path(path)
-    if p.is_dir():
-        ckpts = sorted(p.glob("*.ckpt"), key=lambda c: (checkpoint_epoch(c), c.stat().st_mtime))
-        if not ckpts:
-            raise ConfigError(f"no .ckpt file in {p}")
-        return ckpts[-1]
-    if not p.is_file():
-        raise ConfigError(f"checkpoint {p} does not exist")
-    return p
 
 
 def load_pretrain_cfg(ckpt: Path) -> omegaconf.DictConfig:

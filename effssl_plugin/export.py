@@ -270,7 +270,8 @@ def _load_checkpoint_state(ckpt: Path) -> dict[str, Any]:
 def export_encoder(source: str | Path, out_dir: str | Path) -> Path:
     """``effssl-export``: the backbone of a run directory (newest checkpoint) or ``.ckpt``,
     trained through the launcher with a timm backbone, written to ``out_dir``."""
-    from effssl_plugin.evaluation import load_pretrain_cfg, resolve_checkpoint
+    from effssl_plugin.checkpointing import resolve_checkpoint
+    from effssl_plugin.evaluation import load_pretrain_cfg
 
     out_dir = Path(out_dir)
     if out_dir.is_file() or (
@@ -431,7 +432,7 @@ def encoder_run_config(folder: str | Path) -> DictConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``effssl-export``)."""
-    from effssl_plugin.launch import main_with_errors
+    from effssl_plugin.main_pretrain import main_with_errors
 
     parser = argparse.ArgumentParser(
         prog="effssl-export",

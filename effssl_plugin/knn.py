@@ -21,9 +21,9 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
     * no ``compute_on_step`` argument (torchmetrics >= 1.0 rejects it);
     * calling the metric only accumulates features (``update``); it never runs the kNN on
       a training batch as torchmetrics 1.x's ``forward`` would;
-    * the stored features are cleared after every ``compute``, also under DDP, where
-      torchmetrics restores the pre-sync state after ``compute`` and would otherwise keep
-      every epoch's features;
+    * the stored features are cleared after every ``compute`` (:meth:`Metric.reset` at its
+      end), also under DDP: ``reset`` drops the gathered features and the local copies that
+      torchmetrics would otherwise restore after ``compute``, keeping every epoch's features;
     * the number of classes comes from the train and test labels together (solo-learn
       counts the distinct test labels only, and crashes when a validation subset lacks
       some classes).
@@ -49,11 +49,17 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
         self.add_state("test_features", default=[], persistent=False)
         self.add_state("test_targets", default=[], persistent=False)
 
-    @torch.no_grad()
     def compute(self) -> tuple[float, float]:
-        """Weighted kNN top-1 / top-5 (%), as solo-learn's ``compute``: cosine weights
-        ``exp(sim / T)`` or inverse euclidean distance, summed per class over the k nearest
-        train features. Returns ``(-1, -1)`` without train or test features."""
+        """Weighted kNN top-1 / top-5 (%) of the stored (under DDP: gathered) features, which
+        it then clears. Returns ``(-1, -1)`` without train or test features."""
+        accuracy = self._weighted_knn_accuracy()
+        self.reset()
+        return accuracy
+
+    @torch.no_grad()
+    def _weighted_knn_accuracy(self) -> tuple[float, float]:
+        """As solo-learn's ``compute``: cosine weights ``exp(sim / T)`` or inverse euclidean
+        distance, summed per class over the k nearest train features."""
         if not self.train_features or not self.test_features:
             return -1, -1
         train_x, train_y = torch.cat(self.train_features), torch.cat(self.train_targets)
@@ -85,13 +91,3 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         self.update(*args, **kwargs)
-
-    def _wrap_compute(self, compute):  # noqa: ANN001, ANN202 - torchmetrics' hook
-        wrapped = super()._wrap_compute(compute)
-
-        def compute_then_clear(*args: Any, **kwargs: Any):  # noqa: ANN202
-            value = wrapped(*args, **kwargs)
-            self.reset()
-            return value
-
-        return compute_then_clear

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.errors import EffSSLError
-from effssl_plugin.launch import CONFIG_PATH, main_with_errors, new_run_id, trainer_from_cfg
+from effssl_plugin.main_pretrain import hydra_entry_point, new_run_id, trainer_from_cfg
 
 __all__ = ["main", "linear_probe"]
 
@@ -103,18 +102,8 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="linear")
-def _hydra_main(cfg: DictConfig) -> None:
-    from effssl_plugin import import_solo_quietly
-
-    import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console
-    main_with_errors(lambda: linear_probe(cfg), "effssl-linear")
-
-
-def main() -> None:
-    """Console entry point (``effssl-linear``)."""
-    _hydra_main()
-
+#: Console entry point (``effssl-linear``)
+main = hydra_entry_point(linear_probe, "linear", "effssl-linear")
 
 if __name__ == "__main__":
     main()

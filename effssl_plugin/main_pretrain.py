@@ -1,132 +1,154 @@
-"""``effssl-pretrain``: solo-learn's pretraining flow for EffSSL and any solo-learn method.
+"""``effssl-pretrain``: solo-learn's ``main_pretrain.py``, for EffSSL and any solo-learn method.
 
-Built from solo-learn's parts (``parse_cfg``, transform pipelines, ``NCropAugmentation``,
-``prepare_datasets`` / ``prepare_dataloader``, the classification val loader, Checkpointer,
-AutoResumer, AutoUMAP, WandbLogger, the DALI data module) with these differences: one crop
-is allowed, the learning-rate scaling uses the real number of processes, custom folders are
-validated at the pretraining resolution, checkpoints are atomic, and bad input stops with
-one clear line before anything is written.
+:func:`pretrain` runs solo-learn's blocks in solo-learn's order; a comment at each block says
+where and why ours differs. Beyond EffSSL's own needs (the bank size from the training set,
+DALI sample indexes, the calibration dataset), the differences are hardening: bad input
+stops with one clear line before anything is written, the learning rate scales with the
+real process count, checkpoints are atomic and a run resumes in its own directory.
 
     python main_pretrain.py --config-name effssl [key=value ...]
-    python -m effssl_plugin.main_pretrain --config-name effssl [key=value ...]
     effssl-pretrain --config-name effssl [key=value ...]
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import dataclass
+import random
+import string
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from effssl_plugin.launch import CONFIG_PATH, main_with_errors, new_run_id, trainer_from_cfg
+from effssl_plugin.errors import EffSSLError
 
-__all__ = ["main", "pretrain"]
+__all__ = ["main", "pretrain", "main_with_errors", "hydra_entry_point"]
 
-RUN_ID_ENV = "EFFSSL_RUN_ID"  # shared with the DDP worker processes Lightning starts
+#: Hydra config source of the packaged configs (``configs/`` in the repository)
+CONFIG_PATH = "pkg://effssl_plugin.configs"
+RUN_ID_ENV = "EFFSSL_RUN_ID"  # rank 0's run directory name, for the DDP workers Lightning starts
 
 
 def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     """Runs pretraining for ``cfg`` (plus any ``extra_callbacks``); returns the run directory."""
     import torch
     from lightning.pytorch import seed_everything
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities import rank_zero_only
+    from solo.data.pretrain_dataloader import (
+        FullTransformPipeline,
+        NCropAugmentation,
+        prepare_dataloader,
+    )
     from solo.methods import METHODS
-    from solo.utils.misc import make_contiguous
+    from solo.utils.misc import compute_dataset_size, make_contiguous, omegaconf_select
 
     from effssl_plugin import register
-    from effssl_plugin.config import parse_pretrain_cfg
+    from effssl_plugin.checkpointing import (
+        AtomicCheckpointer,
+        NewestCheckpointResumer,
+        check_resumable,
+        resolve_checkpoint,
+    )
+    from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
+    from effssl_plugin.data import build_pretrain_dataset, build_val_loader
     from effssl_plugin.errors import ConfigError, suggest
-    from effssl_plugin.summary import RunSummary, format_summary
+    from effssl_plugin.export import EncoderExport
+    from effssl_plugin.summary import (
+        RunSummary,
+        finished_message,
+        format_summary,
+        relaunch_command,
+    )
 
     register()
+    # solo-learn's parse_cfg, after checks of every key and path, scaling the learning rate by
+    # the real process count (solo-learn: len(devices), wrong for "auto", -1 or "0,1")
     cfg = parse_pretrain_cfg(cfg)
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, METHODS)}")
     seed_everything(cfg.seed, workers=True)
-    data = _pretrain_data(cfg)
-    ckpt_path, run_id = _resume_target(cfg)
-    run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
-    if ckpt_path is not None and _report_if_finished(cfg, ckpt_path, run_dir):
-        return run_dir  # nothing to train: no log version, nothing written
+    if cfg.method not in METHODS:  # solo-learn also asserts two large crops (EffSSL: one)
+        raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, METHODS)}")
 
-    model = METHODS[cfg.method](cfg)
-    make_contiguous(model)
-    if not cfg.performance.disable_channel_last:
-        model = model.to(memory_format=torch.channels_last)
-    if data.calibration_dataset is not None:
-        model.calibration_dataset = data.calibration_dataset
-
-    logger = _logger(cfg, run_dir, model)
-    summary = RunSummary()
-    callbacks = _callbacks(cfg, run_dir) + list(extra_callbacks or []) + [summary]
-    trainer = trainer_from_cfg(cfg, logger, callbacks)
-    print(f"Run directory: {run_dir}")
-    os.environ[RUN_ID_ENV] = run_id  # inherited by the DDP workers Lightning starts
-    try:
-        if data.datamodule is not None:
-            trainer.fit(model, datamodule=data.datamodule, ckpt_path=ckpt_path)
-        else:
-            trainer.fit(model, data.train_loader, data.val_loader, ckpt_path=ckpt_path)
-    finally:
-        os.environ.pop(RUN_ID_ENV, None)
-    if trainer.is_global_zero:
-        state, seconds = summary.state_dict(), summary.seconds()
-        print(format_summary(run_dir, trainer.current_epoch, cfg.max_epochs, state, seconds))
-    return run_dir
-
-
-@dataclass
-class PretrainData:
-    train_loader: Any = None
-    val_loader: Any = None
-    datamodule: Any = None  # DALI
-    calibration_dataset: Any = None
-    num_samples: int = 0
-
-
-def _pretrain_data(cfg: DictConfig) -> PretrainData:
-    """Training data (solo-learn's pipeline or DALI), val loader, and the bank size."""
-    from solo.data.pretrain_dataloader import prepare_dataloader
-    from solo.utils.misc import omegaconf_select
-
-    from effssl_plugin.config import check_global_batch
-    from effssl_plugin.data import build_pretrain_dataset, build_val_loader
-    from effssl_plugin.errors import ConfigError
-
-    data = PretrainData()
+    # pretrain data before the model and val loader (solo-learn: after): EffSSL's bank has
+    # one row per training image, and the batch must fit the data before anything is built
+    calibration = None  # EffSSL's calibration pass reads it (default: the training dataset)
     if cfg.data.format == "dali":
-        data.datamodule, data.calibration_dataset, data.num_samples = _dali_datamodule(cfg)
-    else:
+        try:
+            from solo.data.dali_dataloader import (
+                PretrainDALIDataModule,
+                build_transform_pipeline_dali,
+            )
+        except ImportError as err:
+            raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
+        if cfg.method == "effssl":  # EffSSL's bank needs the true dataset index of each image
+            cfg.dali.encode_indexes_into_labels = True
+            # its calibration reads an ImageFolder of the same path: DALI sorts classes and
+            # files as ImageFolder does, so the indexes agree
+            calibration = build_pretrain_dataset(cfg)
+        transform = FullTransformPipeline(
+            [
+                NCropAugmentation(
+                    build_transform_pipeline_dali(
+                        cfg.data.dataset, aug_cfg, dali_device=cfg.dali.device
+                    ),
+                    aug_cfg.num_crops,
+                )
+                for aug_cfg in cfg.augmentations
+            ]
+        )
+        dali_datamodule = PretrainDALIDataModule(
+            dataset=cfg.data.dataset,
+            train_data_path=cfg.data.train_path,
+            transforms=transform,
+            num_large_crops=cfg.data.num_large_crops,
+            num_small_crops=cfg.data.num_small_crops,
+            num_workers=cfg.data.num_workers,
+            batch_size=cfg.optimizer.batch_size,
+            no_labels=cfg.data.no_labels,
+            data_fraction=cfg.data.fraction,
+            dali_device=cfg.dali.device,
+            encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
+        )
+        num_samples = (
+            len(calibration)
+            if calibration is not None
+            else compute_dataset_size(
+                dataset=cfg.data.dataset,
+                data_path=cfg.data.train_path,
+                data_format="image_folder",
+                no_labels=cfg.data.no_labels,
+                data_fraction=cfg.data.fraction,
+            )
+        )
+    else:  # solo-learn's pipeline; paths checked, unreadable images named (or skipped)
         train_dataset = build_pretrain_dataset(cfg)
-        data.num_samples = len(train_dataset)
-        data.train_loader = prepare_dataloader(
+        num_samples = len(train_dataset)
+        train_loader = prepare_dataloader(
             train_dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
         )
-    if cfg.method == "effssl":
+    if cfg.method == "effssl":  # EffSSL: the bank size is the training set's
         given = omegaconf_select(cfg, "method_kwargs.num_samples", None)
-        if given is not None and given != data.num_samples:
+        if given is not None and given != num_samples:
             raise ConfigError(
                 f"method_kwargs.num_samples={given} but the training set has "
-                f"{data.num_samples} images: leave it unset so it is derived from the data"
+                f"{num_samples} images: leave it unset so it is derived from the data"
             )
-        cfg.method_kwargs.num_samples = data.num_samples
-    check_global_batch(cfg, data.num_samples)
-    data.val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)
-    if data.datamodule is not None:
-        data.datamodule.val_dataloader = lambda: data.val_loader
-    return data
+        cfg.method_kwargs.num_samples = num_samples
+    check_global_batch(cfg, num_samples)
 
+    # validation dataloader; custom folders at the pretraining resolution (solo-learn: 224 px)
+    val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)
+    if cfg.data.format == "dali":
+        dali_datamodule.val_dataloader = lambda: val_loader
 
-def _resume_target(cfg: DictConfig) -> tuple[str | None, str]:
-    """(checkpoint to resume or None, run id): explicit ``resume_from_checkpoint``, else
-    the newest matching run when ``auto_resume`` is on, else a new run id."""
-    from effssl_plugin.checkpointing import NewestCheckpointResumer
-    from effssl_plugin.errors import ConfigError
-    from effssl_plugin.evaluation import resolve_checkpoint
-
+    # resume as solo-learn (resume_from_checkpoint, else AutoResumer), but also from a run
+    # directory, always from a run's newest epoch, and into that run's own directory
     ckpt_path, run_id = None, None
     if cfg.resume_from_checkpoint is not None:
         try:
@@ -137,57 +159,47 @@ def _resume_target(cfg: DictConfig) -> tuple[str | None, str]:
         del cfg.resume_from_checkpoint
         print(f"Resuming from checkpoint '{ckpt_path}'")
     elif cfg.auto_resume.enabled:
-        method_dir = Path(cfg.checkpoint.dir) / cfg.method
-        resumer = NewestCheckpointResumer(method_dir, max_hours=cfg.auto_resume.max_hours)
+        resumer = NewestCheckpointResumer(
+            Path(cfg.checkpoint.dir) / cfg.method, max_hours=cfg.auto_resume.max_hours
+        )
         ckpt_path, run_id = resumer.find_checkpoint(cfg)
         if ckpt_path is not None:
             print(f"Resuming from previous checkpoint that matches specifications: '{ckpt_path}'")
-    if ckpt_path is not None:
-        _check_resume_compatible(ckpt_path, cfg)
     if run_id is None and os.environ.get("LOCAL_RANK", "0") != "0":
-        run_id = os.environ.get(RUN_ID_ENV)  # a DDP worker: use rank 0's directory
-    return ckpt_path, run_id or new_run_id()
+        run_id = os.environ.get(RUN_ID_ENV)  # a DDP worker: rank 0's directory
+    run_dir = Path(cfg.checkpoint.dir) / cfg.method / (run_id or new_run_id())
+    if ckpt_path is not None:
+        state = check_resumable(ckpt_path, cfg)  # another dataset: refused before any write
+        # a finished run: say so and how to continue it (Lightning would run a sanity check)
+        epochs, steps = int(state.get("epoch", -1)) + 1, int(state.get("global_step", 0))
+        max_steps = int(omegaconf_select(cfg, "max_steps", -1) or -1)
+        if 0 < cfg.max_epochs <= epochs:
+            reached, key, limit = f"epoch {epochs}", "max_epochs", int(cfg.max_epochs)
+        elif 0 < max_steps <= steps:
+            reached, key, limit = f"step {steps}", "max_steps", max_steps
+        else:
+            key = None
+        if key is not None:
+            if rank_zero_only.rank == 0:
+                command = relaunch_command(drop=(key, "resume_from_checkpoint"))
+                # effssl without its bank (checkpoint.bank=none_at_end) cannot be continued
+                weights = state.get("state_dict", {})
+                can_continue = cfg.method != "effssl" or "bank.weight" in weights
+                print(finished_message(run_dir, reached, key, limit, command, can_continue))
+                summary = state.get("callbacks", {}).get(RunSummary.__qualname__)
+                print(format_summary(run_dir, epochs, cfg.max_epochs, summary))
+            return run_dir  # nothing to train: no log version, nothing written
 
+    # the model after the data (its bank size) and the resume checks (solo-learn: first)
+    model = METHODS[cfg.method](cfg)
+    make_contiguous(model)
+    if not cfg.performance.disable_channel_last:  # can provide up to ~20% speed up
+        model = model.to(memory_format=torch.channels_last)
+    if calibration is not None:
+        model.calibration_dataset = calibration
 
-def _report_if_finished(cfg: DictConfig, ckpt_path: str, run_dir: Path) -> bool:
-    """True, after saying so (with the run's summary and the command that continues it),
-    when the checkpoint to resume has reached ``max_epochs`` or ``max_steps``: Lightning
-    would only run a sanity check."""
-    import torch
-    from lightning.pytorch.utilities import rank_zero_only
-    from solo.utils.misc import omegaconf_select
-
-    from effssl_plugin.launch import relaunch_command
-    from effssl_plugin.summary import RunSummary, finished_message, format_summary
-
-    state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
-    epochs, steps = int(state.get("epoch", -1)) + 1, int(state.get("global_step", 0))
-    max_steps = int(omegaconf_select(cfg, "max_steps", -1) or -1)
-    if 0 < cfg.max_epochs <= epochs:
-        reached, key, limit = f"epoch {epochs}", "max_epochs", int(cfg.max_epochs)
-    elif 0 < max_steps <= steps:
-        reached, key, limit = f"step {steps}", "max_steps", max_steps
-    else:
-        return False
-    if rank_zero_only.rank == 0:
-        command = relaunch_command(drop=(key, "resume_from_checkpoint"))
-        # effssl without its bank (checkpoint.bank=none_at_end) cannot be continued
-        continuable = cfg.method != "effssl" or "bank.weight" in state.get("state_dict", {})
-        print(finished_message(run_dir, reached, key, limit, command, continuable))
-        summary = state.get("callbacks", {}).get(RunSummary.__qualname__)
-        print(format_summary(run_dir, epochs, cfg.max_epochs, summary))
-    return True
-
-
-def _callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    """Atomic checkpoints, AutoUMAP when enabled, learning-rate logging, encoder export."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
-    from solo.utils.misc import omegaconf_select
-
-    from effssl_plugin.checkpointing import AtomicCheckpointer
-    from effssl_plugin.errors import ConfigError
-    from effssl_plugin.export import EncoderExport
-
+    # callbacks: solo-learn's with atomic checkpoints in the run directory, learning-rate
+    # logging with any logger, then the encoder export and the end-of-run summary
     callbacks: list = [LearningRateMonitor(logging_interval="step"), EncoderExport(cfg, run_dir)]
     if cfg.checkpoint.enabled:
         callbacks.append(AtomicCheckpointer.from_cfg(cfg, run_dir))
@@ -196,26 +208,15 @@ def _callbacks(cfg: DictConfig, run_dir: Path) -> list:
             from solo.utils.auto_umap import AutoUMAP
         except ImportError as err:
             raise ConfigError(f"auto_umap.enabled=true needs umap-learn: {err}") from None
-        callbacks.append(
-            AutoUMAP(
-                cfg.name,
-                logdir=os.path.join(cfg.auto_umap.dir, cfg.method),
-                frequency=cfg.auto_umap.frequency,
-            )
-        )
-    return callbacks
+        logdir = os.path.join(cfg.auto_umap.dir, cfg.method)
+        callbacks.append(AutoUMAP(cfg.name, logdir=logdir, frequency=cfg.auto_umap.frequency))
+    summary = RunSummary()
+    callbacks += [*(extra_callbacks or []), summary]
 
-
-def _logger(cfg: DictConfig, run_dir: Path, model: Any) -> Any:
-    """Weights & Biases when enabled (run id = directory name), else CSV logs with one
-    ``logs/version_N`` per session that trains, numbered without gaps (a version folder
-    left empty by an earlier attempt is reused), so a resumed run never overwrites earlier
-    logs. Either way the resolved config is logged (CSV: ``hparams.yaml``)."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    if not cfg.wandb.enabled:
-        logger = CSVLogger(save_dir=str(run_dir), name="logs", version=_next_log_version(run_dir))
-    else:
+    # wandb logging as solo-learn (the W&B run id is the directory name); without wandb, CSV
+    # logs (solo-learn: none), one logs/version_N per session that trains, never overwritten.
+    # Either way the resolved config is logged (CSV: hparams.yaml)
+    if cfg.wandb.enabled:
         from lightning.pytorch.loggers.wandb import WandbLogger
 
         logger = WandbLogger(
@@ -227,12 +228,35 @@ def _logger(cfg: DictConfig, run_dir: Path, model: Any) -> Any:
             id=run_dir.name,
         )
         logger.watch(model, log="gradients", log_freq=100)
+    else:
+        logger = CSVLogger(save_dir=str(run_dir), name="logs", version=_next_log_version(run_dir))
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    return logger
+
+    trainer = trainer_from_cfg(cfg, logger, callbacks)
+    print(f"Run directory: {run_dir}")
+    os.environ[RUN_ID_ENV] = run_dir.name  # inherited by the DDP workers Lightning starts
+    try:
+        if cfg.data.format == "dali":
+            trainer.fit(model, ckpt_path=ckpt_path, datamodule=dali_datamodule)
+        else:
+            trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt_path)
+    finally:
+        os.environ.pop(RUN_ID_ENV, None)
+    if trainer.is_global_zero:  # ours: what the run did, where its files are
+        state, seconds = summary.state_dict(), summary.seconds()
+        print(format_summary(run_dir, trainer.current_epoch, cfg.max_epochs, state, seconds))
+    return run_dir
+
+
+def new_run_id() -> str:
+    """A sortable, unique run directory name, e.g. ``20261128-124501-k3f9``."""
+    suffix = "".join(random.SystemRandom().choices(string.ascii_lowercase + string.digits, k=4))
+    return time.strftime("%Y%m%d-%H%M%S-") + suffix
 
 
 def _next_log_version(run_dir: Path) -> int:
-    """1 + the highest ``logs/version_N`` holding files (0 for none)."""
+    """1 + the highest ``logs/version_N`` holding files (0 for none): an attempt that logged
+    nothing leaves an empty folder, which is reused."""
     used = [
         int(d.name.removeprefix("version_"))
         for d in (run_dir / "logs").glob("version_*")
@@ -241,104 +265,56 @@ def _next_log_version(run_dir: Path) -> int:
     return max(used, default=-1) + 1
 
 
-def _check_resume_compatible(ckpt_path: str, cfg: DictConfig) -> None:
-    """Refuses, before anything starts, a checkpoint made for another dataset: another
-    number of classes (online classifier) or, for effssl, of images (bank rows)."""
-    import torch
+def trainer_from_cfg(cfg: DictConfig, logger: Any, callbacks: list) -> Any:
+    """solo-learn's Trainer: every config key that is a ``Trainer`` argument, our logger and
+    callbacks, ``strategy: ddp`` as ``DDPStrategy(find_unused_parameters=False)``."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.strategies.ddp import DDPStrategy
 
-    from effssl_plugin.checkpointing import check_bank_present
-    from effssl_plugin.errors import ConfigError
-    from effssl_plugin.method import bank_size_mismatch_message
+    valid = inspect.signature(Trainer.__init__).parameters
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k in valid}
+    strategy = cfg.get("strategy") or "auto"
+    kwargs.update(
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        strategy=DDPStrategy(find_unused_parameters=False) if strategy == "ddp" else strategy,
+    )
+    return Trainer(**kwargs)
 
+
+def main_with_errors(fn: Callable[[], object], prog: str) -> None:
+    """Runs ``fn``; a user-facing error becomes one line on stderr and exit status 2. An
+    error re-raised by a DataLoader worker shows its original message (the traceback's last
+    line)."""
     try:
-        state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"cannot read checkpoint {ckpt_path}: {err}") from None
-    check_bank_present(state, ckpt_path, cfg)  # none_at_end: the last checkpoint has no bank
-    weights = state.get("state_dict", {})
-    classifier = weights.get("classifier.weight")
-    if classifier is not None and classifier.shape[0] != cfg.data.num_classes:
-        raise ConfigError(
-            f"the checkpoint {ckpt_path} was trained on {classifier.shape[0]} classes but "
-            f"data.train_path has {cfg.data.num_classes}: resuming on a different dataset is "
-            "refused (start a new run, e.g. with auto_resume.enabled=false)"
-        )
-    bank = weights.get("bank.weight")
-    if cfg.method == "effssl" and bank is not None:
-        kw = cfg.method_kwargs
-        expected = (int(kw.num_samples), int(kw.proj_output_dim))
-        if tuple(bank.shape) != expected and not kw.reinit_bank_on_resume:
-            message = bank_size_mismatch_message(tuple(bank.shape), expected)
-            raise ConfigError(f"{message} (checkpoint: {ckpt_path})")
+        fn()
+    except EffSSLError as err:
+        text = str(err).strip()
+        if "Traceback" in text:
+            text = text.splitlines()[-1].split(": ", 1)[-1]
+        print(f"{prog}: error: {' '.join(text.split())}", file=sys.stderr)
+        sys.exit(2)
 
 
-def _dali_datamodule(cfg: DictConfig) -> tuple[Any, Any, int]:
-    """solo-learn's DALI data module; effssl needs real sample indexes from it."""
-    from solo.data.pretrain_dataloader import FullTransformPipeline, NCropAugmentation
-    from solo.utils.misc import compute_dataset_size
+def hydra_entry_point(
+    run: Callable[[DictConfig], object], config_name: str, prog: str
+) -> Callable[[], None]:
+    """A console entry point: Hydra composes ``config_name`` with the command line, then
+    ``run(cfg)`` runs under :func:`main_with_errors`."""
 
-    from effssl_plugin.data import build_pretrain_dataset
-    from effssl_plugin.errors import ConfigError
+    @hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name=config_name)
+    def _main(cfg: DictConfig) -> None:
+        from effssl_plugin import import_solo_quietly
 
-    try:
-        from solo.data.dali_dataloader import (
-            PretrainDALIDataModule,
-            build_transform_pipeline_dali,
-        )
-    except ImportError as err:
-        raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
-    is_effssl = cfg.method == "effssl"
-    if is_effssl and not cfg.dali.encode_indexes_into_labels:
-        cfg.dali.encode_indexes_into_labels = True  # the bank needs the true dataset index
-    transform = FullTransformPipeline(
-        [
-            NCropAugmentation(
-                build_transform_pipeline_dali(cfg.data.dataset, aug, dali_device=cfg.dali.device),
-                aug.num_crops,
-            )
-            for aug in cfg.augmentations
-        ]
-    )
-    datamodule = PretrainDALIDataModule(
-        dataset=cfg.data.dataset,
-        train_data_path=cfg.data.train_path,
-        transforms=transform,
-        num_large_crops=cfg.data.num_large_crops,
-        num_small_crops=cfg.data.num_small_crops,
-        num_workers=cfg.data.num_workers,
-        batch_size=cfg.optimizer.batch_size,
-        no_labels=cfg.data.no_labels,
-        data_fraction=cfg.data.fraction,
-        dali_device=cfg.dali.device,
-        encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
-    )
-    # DALI reads classes and files in sorted order, as torchvision's ImageFolder does, so
-    # an ImageFolder over the same path serves the calibration pass with the same indexes
-    calibration = build_pretrain_dataset(cfg) if is_effssl else None
-    num_samples = compute_dataset_size(
-        dataset=cfg.data.dataset,
-        data_path=cfg.data.train_path,
-        data_format="image_folder",
-        no_labels=cfg.data.no_labels,
-        data_fraction=cfg.data.fraction,
-    )
-    if calibration is not None:
-        num_samples = len(calibration)
-    return datamodule, calibration, num_samples
+        import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console
+        main_with_errors(lambda: run(cfg), prog)
+
+    return _main
 
 
-@hydra.main(version_base="1.2", config_path=CONFIG_PATH, config_name="effssl")
-def _hydra_main(cfg: DictConfig) -> None:
-    from effssl_plugin import import_solo_quietly
-
-    import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console
-    main_with_errors(lambda: pretrain(cfg), "effssl-pretrain")
-
-
-def main() -> None:
-    """Console entry point (``effssl-pretrain``)."""
-    _hydra_main()
-
+#: Console entry point (``effssl-pretrain``)
+main = hydra_entry_point(pretrain, "effssl", "effssl-pretrain")
 
 if __name__ == "__main__":
     main()

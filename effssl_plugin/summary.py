@@ -5,16 +5,24 @@ started again, that there is nothing left to train and how to continue it."""
 from __future__ import annotations
 
 import datetime
+import shlex
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from effssl_plugin.checkpointing import checkpoint_epoch
+from effssl_plugin.checkpointing import newest_checkpoint
 
-__all__ = ["RunSummary", "format_summary", "finished_message", "newest_checkpoint"]
+__all__ = [
+    "RunSummary",
+    "format_summary",
+    "finished_message",
+    "hydra_config_name",
+    "relaunch_command",
+]
 
 #: validation metrics the summary reports (when logged)
 SUMMARY_METRICS = ("val_knn_acc1", "val_acc1")
@@ -64,12 +72,6 @@ class RunSummary(Callback):
         self.best = {k: list(v) for k, v in state_dict.get("best", {}).items()}
         self.earlier_seconds = float(state_dict.get("seconds", 0.0))
         self.sessions = int(state_dict.get("sessions", 1)) + 1
-
-
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The highest-epoch ``.ckpt`` in ``run_dir``, or ``None``."""
-    ckpts = list(Path(run_dir).glob("*.ckpt"))
-    return max(ckpts, key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime)) if ckpts else None
 
 
 def _duration(seconds: float) -> str:
@@ -134,3 +136,23 @@ def finished_message(
     if command:
         how = f"{command} {how}"
     return f"{done} To train it longer (here to {key}={more}): {how}"
+
+
+def hydra_config_name(default: str = "effssl") -> str:
+    """The ``--config-name`` the running Hydra app was started with (``default`` outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return (HydraConfig.get().job.config_name or default) if HydraConfig.initialized() else default
+
+
+def relaunch_command(drop: Iterable[str] = ()) -> str:
+    """The pretraining command line this process was started with (its config name and
+    command-line overrides), without the overrides of the keys in ``drop``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    dropped, overrides = set(drop), []
+    if HydraConfig.initialized():
+        for item in HydraConfig.get().overrides.task:
+            if item.split("=", 1)[0].lstrip("+~") not in dropped:
+                overrides.append(shlex.quote(item))
+    return " ".join(["python main_pretrain.py --config-name", hydra_config_name(), *overrides])

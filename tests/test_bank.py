@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effssl_plugin.bank import MemoryBank, ce_bank_delta
+from effssl_plugin.bank import MemoryBank, ce_bank_delta, negatives_generator, soft_targets
 from effssl_plugin.losses import instance_ce_loss
 
 
@@ -104,6 +104,27 @@ def test_columns_deterministic_for_a_generator():
     assert not torch.equal(a[0], c[0])
 
 
+def test_batch_columns_on_one_process_are_columns_and_their_rows():
+    bank = random_bank()
+    batch = torch.tensor([4, 9, 4, 31])
+    cols, weight_cols, pos = bank.batch_columns(batch, 10, torch.Generator().manual_seed(3))
+    ref_cols, ref_pos = bank.columns(batch, 10, torch.Generator().manual_seed(3))
+    assert torch.equal(cols, ref_cols) and torch.equal(pos, ref_pos)
+    assert torch.equal(weight_cols, bank.weight[cols])
+    cols, weight_cols, pos = bank.batch_columns(batch, -1)  # every row, in index order
+    assert cols is None and weight_cols is bank.weight and torch.equal(pos, batch)
+
+
+def test_negatives_generator_depends_on_seed_and_step_only():
+    def draw(seed, step):
+        return torch.randperm(1000, generator=negatives_generator(seed, step))
+
+    assert torch.equal(draw(5, 3), draw(5, 3))  # every rank, and a resumed run, alike
+    assert not torch.equal(draw(5, 3), draw(5, 4))
+    assert not torch.equal(draw(5, 3), draw(6, 3))
+    assert not torch.equal(draw(0, 1), draw(1, 0))
+
+
 def test_columns_too_many_negatives_is_a_value_error():
     bank = MemoryBank(10, 2)
     with pytest.raises(ValueError, match="num_negatives=8 is more than the 7"):
@@ -136,11 +157,20 @@ def test_update_ema_duplicates_are_not_last_write_wins():
     assert not torch.allclose(bank.weight[4], bank2.weight[4])
 
 
-def soft_targets(pos, pos_b, lam, num_cols):
+def dense_targets(pos, pos_b, lam, num_cols):
     y = lam * F.one_hot(pos, num_cols).double()
     if pos_b is not None:
         y = y + (1 - lam) * F.one_hot(pos_b, num_cols).double()
     return y
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.7])
+def test_soft_targets_are_lam_at_own_column_plus_rest_at_partner(lam):
+    pos, pos_b = torch.tensor([0, 3, 3, 5]), torch.tensor([3, 0, 3, 0])
+    y = soft_targets(pos, 7, pos_b if lam < 1 else None, lam)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), dense_targets(pos, pos_b if lam < 1 else None, lam, 7))
+    torch.testing.assert_close(y.sum(1), torch.ones(4))
 
 
 @pytest.mark.parametrize("cutmix", [False, True])
@@ -156,9 +186,28 @@ def test_delta_equals_minus_tau_b_times_autograd_gradient(cutmix):
     loss = instance_ce_loss(logits, pos, tau, target_b=pos_b, lam=lam if cutmix else 1.0)
     (grad,) = torch.autograd.grad(loss, w_c)
     probs = F.softmax(logits.detach() / tau, dim=1)
-    y = soft_targets(pos, pos_b, lam if cutmix else 1.0, ncols)
+    y = dense_targets(pos, pos_b, lam if cutmix else 1.0, ncols)
     delta = ce_bank_delta(z.float(), probs.float(), y.float())
     torch.testing.assert_close(delta.double(), -tau * bsz * grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cutmix", [False, True])
+def test_update_grad_follows_the_autograd_gradient(cutmix):
+    """``w_c <- normalize(w_c - eta * tau * B * dL/dW_C)`` for every column, eta = (1 - m) / m."""
+    bank = random_bank(n=30, d=8)
+    before = bank.weight.clone()
+    g = torch.Generator().manual_seed(7)
+    tau, lam, m, bsz = 0.2, 0.7 if cutmix else 1.0, 0.6, 4
+    cols, pos = bank.columns(torch.tensor([2, 5, 11, 17]), 12, g)
+    pos_b = pos.roll(1) if cutmix else None
+    z = F.normalize(torch.randn(bsz, 8, generator=g), dim=1)
+    w_c = before[cols].clone().requires_grad_()
+    logits = z @ w_c.t()
+    (grad,) = torch.autograd.grad(instance_ce_loss(logits, pos, tau, pos_b, lam), w_c)
+    probs = F.softmax(logits.detach() / tau, dim=1)
+    bank.update_grad(cols, z, probs, soft_targets(pos, cols.numel(), pos_b, lam), m)
+    expected = F.normalize(before[cols] - (1 - m) / m * tau * bsz * grad, dim=1)
+    torch.testing.assert_close(bank.weight[cols], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_update_grad_applies_normalised_step_to_every_column():

@@ -285,7 +285,7 @@ def test_numeric_keys_and_stopping_condition(case, data, workdir):
 
 def test_every_numeric_key_is_checked():
     from effssl_plugin.config import NUMERIC_KEYS
-    from effssl_plugin.method import DEFAULT_METHOD_KWARGS
+    from effssl_plugin.settings import DEFAULT_METHOD_KWARGS
 
     assert {"optimizer.lr", "optimizer.batch_size", "max_epochs", "data.num_workers"} <= set(
         NUMERIC_KEYS

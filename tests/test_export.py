@@ -166,7 +166,8 @@ def test_timm_preprocessing_from_the_folder_equals_the_eval_tools(tmp_path, data
     import timm
     from PIL import Image
 
-    from effssl_plugin.evaluation import eval_transforms, load_pretrain_cfg, resolve_checkpoint
+    from effssl_plugin.checkpointing import resolve_checkpoint
+    from effssl_plugin.evaluation import eval_transforms, load_pretrain_cfg
 
     run, _ = fake_run(tmp_path, data, "effssl", "resnet10t", low_res=True)
     encoder = create_encoder(export_encoder(run, tmp_path / "enc"))

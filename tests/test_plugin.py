@@ -145,8 +145,24 @@ def test_effssl_forward_shapes_and_bank(fake_folder):
     assert all(n.split(".")[0] == "backbone" for n in names)
 
 
+def test_negatives_sampler_has_no_checkpoint_state_and_old_checkpoints_load(fake_folder):
+    """The sampler is a function of (seed, global step): nothing to save; the key that
+    older checkpoints carry is ignored."""
+    effssl_plugin.register()
+    model = solo.methods.METHODS["effssl"](
+        effssl_cfg(fake_folder, ["+method_kwargs.num_samples=18"])
+    )
+    checkpoint: dict = {"state_dict": {}}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint == {"state_dict": {}}
+    state = {f"bank.{k}": v.clone() for k, v in model.bank.state_dict().items()}
+    old = {"state_dict": state, "effssl_negatives_generator": torch.ByteTensor(5056)}
+    model.on_load_checkpoint(old)
+    assert set(old["state_dict"]) == set(state)
+
+
 def test_defaults_are_the_official_run_sh_values(fake_folder):
-    from effssl_plugin.method import DEFAULT_METHOD_KWARGS
+    from effssl_plugin.settings import DEFAULT_METHOD_KWARGS
 
     cfg = compose("effssl")
     kw = cfg.method_kwargs
@@ -314,7 +330,7 @@ def test_checkpoint_keys_load_with_solo_main_linear_logic(fake_folder, tmp_path,
 
 @pytest.mark.parametrize("n, b", [(11, 5), (10, 5), (3, 5), (1, 1), (12, 5)])
 def test_calibration_batches_cover_every_index_once_without_tiny_tail(n, b):
-    from effssl_plugin.method import _batches_without_small_tail
+    from effssl_plugin.calibration import _batches_without_small_tail
 
     batches = _batches_without_small_tail(list(range(n)), b)
     assert [i for batch in batches for i in batch] == list(range(n))
@@ -391,7 +407,7 @@ def test_custom_validation_runs_at_the_pretraining_resolution(crop, resized):
 
 @pytest.mark.parametrize("n, b, world", [(64, 16, 1), (37, 8, 1), (37, 8, 2), (50, 7, 3)])
 def test_calibration_batches_shuffled_identically_on_every_rank_and_cover_every_row(n, b, world):
-    from effssl_plugin.method import calibration_batches
+    from effssl_plugin.calibration import calibration_batches
 
     shards = [calibration_batches(n, b, seed=3, rank=r, world_size=world) for r in range(world)]
     assert len({len(s) for s in shards}) == 1  # same number of batches on every rank
@@ -409,6 +425,7 @@ def test_calibration_never_sees_one_class_batches_on_a_class_sorted_folder(
     class, biasing BatchNorm's batch statistics and hence the calibrated rows."""
     from lightning.pytorch.callbacks import Callback
 
+    from effssl_plugin.calibration import calibration_loader
     from effssl_plugin.main_pretrain import pretrain
 
     folder = make_image_folder(tmp_path / "sorted", classes=4, per_class=8)
@@ -417,7 +434,7 @@ def test_calibration_never_sees_one_class_batches_on_a_class_sorted_folder(
 
     class Capture(Callback):
         def on_train_start(self, trainer, module):  # runs before the module's calibration
-            loader = module._calibration_loader()
+            loader = calibration_loader(module)
             targets = loader.dataset.targets
             captured["batches"] = [[targets[i] for i in batch] for batch in loader.batch_sampler]
 

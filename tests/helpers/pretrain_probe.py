@@ -22,8 +22,7 @@ import torch
 from hydra import compose, initialize_config_module
 from lightning.pytorch.callbacks import Callback
 
-from effssl_plugin.launch import main_with_errors
-from effssl_plugin.main_pretrain import pretrain
+from effssl_plugin.main_pretrain import main_with_errors, pretrain
 
 
 def digest(t: torch.Tensor) -> str:

@@ -1,0 +1,152 @@
+"""Filling the memory bank before step 1 of a fresh run ("feature calibrate").
+
+One no-grad pass of the current network over every training image writes each row; with
+``bank_init=random`` the rows are random unit vectors instead. A resumed run never comes
+here: its checkpoint carries the bank (``bank.filled``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from effssl_plugin.bank import MemoryBank
+from effssl_plugin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from effssl_plugin.method import EffSSL
+
+__all__ = ["initialize_bank", "calibration_loader", "calibrate_bank", "calibration_batches"]
+
+
+def initialize_bank(module: EffSSL) -> None:
+    """Fills ``module.bank`` as ``method_kwargs.bank_init`` says, on every rank alike.
+
+    Calibration uses the training view over seeded shuffled batches, BatchNorm in
+    batch-statistics mode as in a training step (running statistics restored afterwards);
+    samples that a ``drop_last`` loader would skip are included, and under DDP the ranks
+    share the pass and every replica receives every row.
+    """
+    if module.settings.bank_init == "random":
+        module.bank.reset_random_(torch.Generator(device=module.device).manual_seed(module.seed))
+        return
+    trainer = module.trainer
+    loader = calibration_loader(module)
+    if trainer.is_global_zero:
+        print(
+            f"Calibrating the memory bank: {module.bank.num_samples} rows, "
+            f"{len(loader) * trainer.world_size} batches in shuffled order "
+            "(one no-grad pass over the training set before step 1)",
+            flush=True,
+        )
+
+    def encode(x: Tensor) -> Tensor:
+        if not module.no_channel_last:
+            x = x.to(memory_format=torch.channels_last)
+        with trainer.strategy.precision_plugin.forward_context():
+            return module.projector(module.backbone(x))
+
+    with batch_statistics(module):
+        calibrate_bank(module.bank, encode, loader, module.device, trainer.global_rank == 0)
+
+
+def calibration_loader(module: EffSSL) -> DataLoader:
+    """The training set (``module.calibration_dataset``, else the training loader's) in this
+    rank's :func:`calibration_batches`, with the training loader's batch size and workers."""
+    train_loader = module.trainer.train_dataloader
+    dataset = module.calibration_dataset or getattr(train_loader, "dataset", None)
+    if dataset is None:
+        raise ConfigError(
+            "bank_init=calibrate needs the training dataset; set model.calibration_dataset "
+            "or use method_kwargs.bank_init=random"
+        )
+    if len(dataset) != module.bank.num_samples:
+        raise ConfigError(
+            f"the training set has {len(dataset)} images but the memory bank has "
+            f"{module.bank.num_samples} rows (method_kwargs.num_samples)"
+        )
+    batch_size = getattr(train_loader, "batch_size", None) or module.batch_size
+    rank, world = module.trainer.global_rank, module.trainer.world_size
+    return DataLoader(
+        dataset,
+        batch_sampler=calibration_batches(len(dataset), batch_size, module.seed, rank, world),
+        num_workers=getattr(train_loader, "num_workers", 0),
+        pin_memory=module.device.type == "cuda",
+    )
+
+
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Train mode (BatchNorm normalises with batch statistics, as in a training step); on
+    exit every buffer but the bank's (BatchNorm running statistics) and the mode are restored."""
+    saved = {n: b.clone() for n, b in module.named_buffers() if not n.startswith("bank.")}
+    was_training = module.training
+    module.train()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, buf in module.named_buffers():
+                if name in saved:
+                    buf.copy_(saved[name])
+        module.train(was_training)
+
+
+@torch.no_grad()
+def calibrate_bank(
+    bank: MemoryBank,
+    encode: Callable[[Tensor], Tensor],
+    loader: Iterable,
+    device: torch.device,
+    progress: bool = True,
+) -> None:
+    """Writes ``normalize(encode(x))`` of every ``(index, [x], target)`` batch into the bank.
+
+    Every row must be written (under DDP, by some rank: :meth:`MemoryBank.fill_` gathers);
+    the bank is then marked filled.
+    """
+    for indexes, views, _ in tqdm(
+        loader, desc="Calibrating memory bank", disable=not progress, dynamic_ncols=True
+    ):
+        x = views[0] if isinstance(views, (list, tuple)) else views
+        z = encode(x.to(device, non_blocking=True))
+        bank.fill_(indexes.to(device), F.normalize(z.float(), dim=1))
+    missing = int((bank.last_write < 0).sum())
+    if missing:
+        raise RuntimeError(f"calibration left {missing} bank rows unwritten")
+    bank.mark_filled_()
+
+
+def calibration_batches(
+    num_samples: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
+    """This rank's calibration batches: every index in one seeded random order.
+
+    The permutation is the same on every rank (it depends on ``seed`` only); as
+    ``DistributedSampler`` does, it is padded with its first indexes to a multiple of
+    ``world_size`` so every rank gets the same number of batches (a padded index is written
+    with the mean of its features), and rank ``r`` takes every ``world_size``-th index from
+    ``r``. Shuffling matters: ImageFolder indexes are sorted by class, and BatchNorm in
+    batch-statistics mode over one-class batches would bias the calibrated rows.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(num_samples, generator=generator).tolist()
+    order += order[: (-num_samples) % world_size]
+    return _batches_without_small_tail(order[rank::world_size], batch_size)
+
+
+def _batches_without_small_tail(indices: list[int], batch_size: int) -> list[list[int]]:
+    """Consecutive batches of ``batch_size``; a shorter remainder joins the previous batch,
+    so that BatchNorm in batch-statistics mode never sees a batch of one."""
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        tail = batches.pop()
+        batches[-1] = batches[-1] + tail
+    return batches
