@@ -140,23 +140,36 @@ class MemoryBank(nn.Module):
 
     # ------------------------------------------------------------------ writes
     def _check_indexes(self, indexes: Tensor) -> Tensor:
+        """``indexes`` as a flat long tensor on the bank's device, checked to lie in
+        ``[0, num_samples)`` without a host sync: ``torch._assert_async`` checks at once on
+        the CPU and, on a GPU, fails a later kernel instead of stalling the stream."""
         indexes = indexes.to(device=self.weight.device, dtype=torch.long).view(-1)
-        if indexes.numel() and (indexes.min() < 0 or indexes.max() >= self.num_samples):
-            raise IndexError(
-                f"bank index out of range: got [{int(indexes.min())}, {int(indexes.max())}], "
-                f"the bank has {self.num_samples} rows"
-            )
+        if indexes.numel():
+            low, high = torch.aminmax(indexes)
+            in_range = (low >= 0) & (high < self.num_samples)
+            try:
+                torch._assert_async(in_range, "bank index out of range")
+            except RuntimeError:  # CPU: raised here, so the values can be named
+                raise IndexError(
+                    f"bank index out of range: got [{int(low)}, {int(high)}], "
+                    f"the bank has {self.num_samples} rows"
+                ) from None
         return indexes
 
     @torch.no_grad()
-    def _write_(self, rows: Tensor | None, values: Tensor) -> None:
+    def _write_(self, rows: Tensor | None, values: Tensor, previous: Tensor | None = None) -> None:
         """``W[rows] <- normalize(values)``; ``rows=None`` means every row in order.
 
-        ``values`` is float32 and may be normalised in place.
+        ``values`` is float32 and may be normalised in place. Given ``previous`` (the rows'
+        current values), a result that is not finite everywhere writes ``previous`` back
+        instead, decided on the device (no host sync): a non-finite step never reaches the
+        bank, and the method stops at its next host check.
         """
         values = values.float()
         values.div_(values.norm(dim=1, keepdim=True).clamp_min_(1e-12))
         values = values.to(self.weight.dtype)
+        if previous is not None:
+            values = torch.where(torch.isfinite(values).all(), values, previous.to(values.dtype))
         if rows is None:
             self.weight.copy_(values)
             self.last_write.fill_(int(self.num_updates))
@@ -270,8 +283,9 @@ class MemoryBank(nn.Module):
         uniq, inverse = torch.unique(indexes, return_inverse=True)
         z_mean = _segment_mean(z, inverse, uniq.numel())
         self.num_updates += 1
-        rows = self.weight[uniq].float()  # a copy
-        self._write_(uniq, rows.mul_(momentum).add_(z_mean, alpha=1.0 - momentum))
+        rows = self.weight[uniq].float()
+        new = rows.mul(momentum).add_(z_mean, alpha=1.0 - momentum)
+        self._write_(uniq, new, previous=rows)
 
     @torch.no_grad()
     def update_grad(
@@ -309,7 +323,8 @@ class MemoryBank(nn.Module):
             weight_cols = self.weight if cols is None else self.weight[cols]
         delta = all_reduce_sum_(ce_bank_delta(z, probs, targets, matmul_dtype))
         self.num_updates += 1
-        self._write_(cols, weight_cols.float().add(delta, alpha=(1.0 - momentum) / momentum))
+        w = weight_cols.float()
+        self._write_(cols, w.add(delta, alpha=(1.0 - momentum) / momentum), previous=w)
 
     # ------------------------------------------------------------------- stats
     @torch.no_grad()

@@ -73,6 +73,9 @@ class EffSSL(BaseMethod):
         self.calibration_dataset: Dataset | None = None
         self._pending_update: Callable[[], None] | None = None
         self._epoch_start_update = 0
+        #: (global step, epoch, batch, [loss, ce, kl] on the device) of the steps since the
+        #: last host check of the losses (:meth:`raise_if_not_finite`)
+        self._unchecked_losses: list[tuple[int, int, int, torch.Tensor]] = []
 
     @staticmethod
     def add_and_assert_specific_cfg(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
@@ -110,8 +113,9 @@ class EffSSL(BaseMethod):
         ce = instance_ce_loss(logits, pos, s.temperature, target_b=pos_b, lam=lam)
         kl = sqrt_kl_loss(logits, s.kl_power, s.kl_temperature)
         loss = ce + s.kl_weight * kl + out["loss"]
-        if s.check_finite:
-            raise_if_not_finite(loss, ce, kl, self.global_step, self.current_epoch, batch_idx)
+        if s.check_finite:  # checked on the host every few steps and before each checkpoint
+            record = torch.stack([loss, ce, kl]).detach()
+            self._unchecked_losses.append((self.global_step, self.current_epoch, batch_idx, record))
         probs, stats = logit_stats(logits.detach(), pos, s.temperature, s.kl_temperature)
         if s.bank_update == "ema":
             update = partial(self.bank.update_ema, indexes, z.detach(), s.bank_momentum)
@@ -122,8 +126,9 @@ class EffSSL(BaseMethod):
         self._pending_update = update
         metrics = {"train_ce_loss": ce, "train_kl_loss": kl}
         self.log_dict(metrics, on_step=True, on_epoch=True, sync_dist=True, prog_bar=True)
-        stats.update(train_loss=loss, bank_staleness=self.bank.staleness())
-        self.log_dict(stats, on_step=True, on_epoch=True, sync_dist=True)
+        self.log_dict({**stats, "train_loss": loss}, on_step=True, on_epoch=True, sync_dist=True)
+        staleness = self.bank.staleness()  # the same on every rank: nothing to synchronise
+        self.log("bank_staleness", staleness, on_step=True, on_epoch=True, sync_dist=False)
         return loss
 
     def online_eval_step(
@@ -141,6 +146,38 @@ class EffSSL(BaseMethod):
             mask = targets != -1
             self.knn(train_features=out["feats"][mask].detach(), train_targets=targets[mask])
         return out
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if len(self._unchecked_losses) >= self.trainer.log_every_n_steps:
+            self.raise_if_not_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_if_not_finite()  # a checkpoint on disk never follows a non-finite step
+
+    def on_train_end(self) -> None:
+        self.raise_if_not_finite()
+
+    def raise_if_not_finite(self) -> None:
+        """The host check of the losses recorded since the last one (one sync for many steps;
+        the bank already refused non-finite rows on the device): stops every rank together,
+        naming the first non-finite step."""
+        unchecked, self._unchecked_losses = self._unchecked_losses, []
+        if not unchecked:
+            return
+        values = torch.stack([record for *_, record in unchecked]).float()
+        bad = (~torch.isfinite(values[:, 0])).float()
+        if is_distributed():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # a step bad on any rank
+        bad = bad.cpu()
+        if bad.max() > 0:
+            first = int(bad.argmax())
+            (step, epoch, batch_idx, _), (loss, ce, kl) = unchecked[first], values[first].tolist()
+            raise NonFiniteLossError(
+                f"non-finite loss at global step {step} (epoch {epoch}, batch {batch_idx}): "
+                f"loss={loss}, ce={ce}, kl={kl}. Training stopped; the memory bank refused that "
+                "step's rows and the last checkpoint on disk is the last good one. Lower "
+                "optimizer.lr or check the inputs."
+            )
 
     def on_after_backward(self) -> None:
         """Applies the stashed bank update once the logits' autograd graph is consumed."""
@@ -200,19 +237,3 @@ def logit_stats(
         "train_own_prob": probs.gather(1, pos.view(-1, 1)).mean(),
         "train_entropy": -(log_p.exp() * log_p).sum(1).mean(),
     }
-
-
-def raise_if_not_finite(
-    loss: torch.Tensor, ce: torch.Tensor, kl: torch.Tensor, step: int, epoch: int, batch_idx: int
-) -> None:
-    """Stops every rank together (no DDP hang) before a bad step reaches the bank."""
-    finite = torch.isfinite(loss.detach()).float()
-    if is_distributed():
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if finite.item() < 1:
-        raise NonFiniteLossError(
-            f"non-finite loss at global step {step} (epoch {epoch}, batch {batch_idx}): "
-            f"loss={loss.item()}, ce={ce.item()}, kl={kl.item()}. Training stopped before the "
-            "update; the last checkpoint on disk is the last good one. Lower optimizer.lr or "
-            "check the inputs."
-        )

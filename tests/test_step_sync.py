@@ -1,0 +1,96 @@
+"""The training step never waits for the device: no ``Tensor.item()`` / ``bool(tensor)`` in
+``training_step`` and ``on_after_backward`` (the bank update), for both bank rules and with
+CutMix. On a GPU each of those would stall the CUDA stream; on the CPU they are caught by
+patching them to raise while the step runs. The non-finite-loss check runs on the host only
+every ``log_every_n_steps`` steps and before each checkpoint, outside the step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose, require_solo, tiny_overrides
+
+require_solo()
+
+
+class HostSync(AssertionError):
+    pass
+
+
+def _forbidden(name: str):
+    def call(self, *args, **kwargs):
+        raise HostSync(f"Tensor.{name} called during the training step")
+
+    return call
+
+
+class NoHostSync:
+    """While active, ``Tensor.item`` and ``Tensor.__bool__`` raise :class:`HostSync`."""
+
+    def __enter__(self) -> NoHostSync:
+        self.saved = {name: getattr(torch.Tensor, name) for name in ("item", "__bool__")}
+        for name in self.saved:
+            setattr(torch.Tensor, name, _forbidden(name))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, method in self.saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def guarded(method):
+    def call(*args, **kwargs):
+        with NoHostSync():
+            return method(*args, **kwargs)
+
+    return call
+
+
+def test_the_guard_catches_a_sync():
+    with pytest.raises(HostSync), NoHostSync():
+        torch.ones(()).item()
+    with pytest.raises(HostSync), NoHostSync():
+        bool(torch.ones(()) > 0)
+    assert torch.ones(()).item() == 1.0  # restored
+
+
+@pytest.mark.parametrize("rule", ["grad", "ema"])
+def test_training_step_and_bank_update_do_not_sync_with_the_host(rule, fake_folder, workdir):
+    from lightning.pytorch.callbacks import Callback
+
+    from effssl_plugin.main_pretrain import pretrain
+
+    steps = {"guarded": 0}
+
+    class Guard(Callback):
+        def on_train_start(self, trainer, module) -> None:  # after nothing heavy: bank filled
+            step, after = module.training_step, module.on_after_backward
+
+            def training_step(*args, **kwargs):
+                steps["guarded"] += 1
+                return guarded(step)(*args, **kwargs)
+
+            module.training_step = training_step
+            module.on_after_backward = guarded(after)
+
+    overrides = tiny_overrides(fake_folder, 2, 6, 4, f"method_kwargs.bank_update={rule}")
+    cfg = compose("effssl", [*overrides, "checkpoint.enabled=false", "+log_every_n_steps=2"])
+    pretrain(cfg, extra_callbacks=[Guard()])
+    assert steps["guarded"] == 6  # 18 images, batch 6, 2 epochs: every step ran guarded
+
+
+def test_a_non_finite_step_never_reaches_the_bank():
+    from effssl_plugin.bank import MemoryBank
+
+    bank = MemoryBank(6, 4)
+    bank.reset_random_(torch.Generator().manual_seed(0))
+    before = bank.weight.clone()
+    z = torch.randn(2, 4)
+    z[1, 0] = float("nan")
+    bank.update_ema(torch.tensor([0, 3]), z)
+    assert torch.equal(bank.weight, before)
+    probs = torch.full((2, 6), float("nan"))
+    bank.update_grad(None, torch.randn(2, 4), probs, torch.eye(6)[:2])
+    assert torch.equal(bank.weight, before)
+    bank.update_ema(torch.tensor([0, 3]), torch.randn(2, 4))  # a finite step still writes
+    assert not torch.equal(bank.weight, before)
