@@ -172,7 +172,7 @@ class MemoryBank(nn.Module):
             values = torch.where(torch.isfinite(values).all(), values, previous.to(values.dtype))
         if rows is None:
             self.weight.copy_(values)
-            self.last_write.fill_(int(self.num_updates))
+            self.last_write.fill_(self.num_updates)  # a 0-d tensor: no host read
         else:
             self.weight[rows] = values
             self.last_write[rows] = self.num_updates

@@ -1,4 +1,5 @@
-"""The training step never waits for the device: no ``Tensor.item()`` / ``bool(tensor)`` in
+"""The training step never waits for the device: no ``Tensor.item()``, ``bool(tensor)``,
+``int(tensor)``, ``float(tensor)`` or ``tolist()`` in
 ``training_step`` and ``on_after_backward`` (the bank update), for both bank rules and with
 CutMix. On a GPU each of those would stall the CUDA stream; on the CPU they are caught by
 patching them to raise while the step runs. The non-finite-loss check runs on the host only
@@ -25,10 +26,12 @@ def _forbidden(name: str):
 
 
 class NoHostSync:
-    """While active, ``Tensor.item`` and ``Tensor.__bool__`` raise :class:`HostSync`."""
+    """While active, the Tensor methods that read a value on the host raise :class:`HostSync`."""
+
+    NAMES = ("item", "__bool__", "__int__", "__float__", "tolist")
 
     def __enter__(self) -> NoHostSync:
-        self.saved = {name: getattr(torch.Tensor, name) for name in ("item", "__bool__")}
+        self.saved = {name: getattr(torch.Tensor, name) for name in self.NAMES}
         for name in self.saved:
             setattr(torch.Tensor, name, _forbidden(name))
         return self
@@ -51,11 +54,15 @@ def test_the_guard_catches_a_sync():
         torch.ones(()).item()
     with pytest.raises(HostSync), NoHostSync():
         bool(torch.ones(()) > 0)
+    with pytest.raises(HostSync), NoHostSync():
+        int(torch.ones((), dtype=torch.long))
     assert torch.ones(()).item() == 1.0  # restored
 
 
-@pytest.mark.parametrize("rule", ["grad", "ema"])
-def test_training_step_and_bank_update_do_not_sync_with_the_host(rule, fake_folder, workdir):
+@pytest.mark.parametrize(("rule", "negatives"), [("grad", 4), ("ema", 4), ("grad", -1)])
+def test_training_step_and_bank_update_do_not_sync_with_the_host(
+    rule, negatives, fake_folder, workdir
+):
     from lightning.pytorch.callbacks import Callback
 
     from effssl_plugin.main_pretrain import pretrain
@@ -73,7 +80,7 @@ def test_training_step_and_bank_update_do_not_sync_with_the_host(rule, fake_fold
             module.training_step = training_step
             module.on_after_backward = guarded(after)
 
-    overrides = tiny_overrides(fake_folder, 2, 6, 4, f"method_kwargs.bank_update={rule}")
+    overrides = tiny_overrides(fake_folder, 2, 6, negatives, f"method_kwargs.bank_update={rule}")
     cfg = compose("effssl", [*overrides, "checkpoint.enabled=false", "+log_every_n_steps=2"])
     pretrain(cfg, extra_callbacks=[Guard()])
     assert steps["guarded"] == 6  # 18 images, batch 6, 2 epochs: every step ran guarded
