@@ -134,6 +134,8 @@ def build(method: str, args) -> tuple[LightningModule, int]:
     if method == "effssl":
         overrides += [
             f"+method_kwargs.num_samples={args.samples}",
+            # the official k, or as many as a small bank holds
+            f"method_kwargs.num_negatives={min(args.negatives, args.samples - args.batch)}",
             "method_kwargs.bank_init=random",  # calibration is not a per-step cost
         ]
     if method == "backbone":
@@ -174,6 +176,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--samples", type=int, default=50_000, help="effssl bank rows")
+    p.add_argument("--negatives", type=int, default=10_000, help="effssl k (capped by the bank)")
     p.add_argument("--precision", default=None, help="default: 32-true (cpu), 16-mixed (cuda)")
     p.add_argument("--rounds", type=int, default=4, help="interleaved timed rounds")
     p.add_argument("--steps", type=int, default=3, help="steps per method per round")
