@@ -3,6 +3,9 @@
 # partial ones, so this script can be killed and started again at any time.
 # Needs the official code: EFFSSL_OFFICIAL_SRC=<checkout of CupidJay/Efficient_SSL>.
 # Stop between runs with: touch benchmarks/results/study/PAUSE
+# Other work beside it: run it under `nice -n 19`, and note that with the kernel's
+# sched_autogroup on (/proc/sys/kernel/sched_autogroup_enabled = 1) nice only ranks processes
+# of the same session, so a niced job in another shell still takes half the cores.
 set -u
 OUT=${OUT:-benchmarks/results/study}
 COMMON=(--batch 256 --epochs 50 --eval-epochs 5 10 20 30 40 50
