@@ -11,8 +11,14 @@ interleaved repetitions after warm-up. Also prints the bank's memory for ImageNe
 
 ``bf16-mixed`` runs backbone and bank under autocast (bfloat16), as a mixed-precision
 training step does, with the bank update's product in bfloat16 (``matmul_dtype``).
+``32-bank-bf16`` keeps the backbone in float32 and computes only the three bank products in
+bfloat16 (``method_kwargs.bank_matmul=bfloat16``), rows still updated in float32.
 
-Target: bank work <= 5% of the backbone step.
+It then times the three bank products alone (logits ``B x D @ D x |C|``, ``dL/dz``, ``Delta``)
+and the backbone step, and reports both in GFLOP/s (the backbone's FLOPs counted with
+``torch.utils.flop_counter``).
+
+Target: bank work <= 5% of the backbone step; bank GEMMs at the backbone's GFLOP/s.
 """
 
 from __future__ import annotations
@@ -40,13 +46,13 @@ def sync(device: torch.device) -> None:
 
 
 def autocast(device, precision: str):
-    enabled = precision != "32"
+    enabled = precision == "bf16-mixed"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def make_bank_step(bank: MemoryBank, batch: int, negatives: int, rule: str, device, precision: str):
     gen = torch.Generator(device=device).manual_seed(0)
-    matmul_dtype = torch.bfloat16 if precision != "32" else None
+    matmul_dtype = torch.float32 if precision == "32" else torch.bfloat16
     z_raw = torch.randn(batch, bank.dim, device=device, requires_grad=True)
     perm = torch.randperm(batch, device=device)
 
@@ -55,8 +61,8 @@ def make_bank_step(bank: MemoryBank, batch: int, negatives: int, rule: str, devi
         with autocast(device, precision):
             z = F.normalize(z_raw, dim=1)
             cols, pos = bank.columns(idx, negatives, gen)
-            w_c = bank.weight[cols]
-            logits = z @ w_c.to(z.dtype).t()
+            w_c = bank.weight.index_select(0, cols)
+            logits = z.to(matmul_dtype) @ w_c.to(matmul_dtype).t()
             loss = instance_ce_loss(logits, pos, 0.2, pos[perm], 0.7)
             loss = loss + 20.0 * sqrt_kl_loss(logits)
         loss.backward()
@@ -88,6 +94,20 @@ def make_backbone_step(batch: int, device, precision: str):
     return step
 
 
+def gemm_throughput(batch: int, cols: int, dim: int, dtype, device, reps: int) -> dict:
+    """GFLOP/s of the three bank products alone, each ``2 * B * |C| * D`` FLOPs."""
+    z = torch.randn(batch, dim, device=device, dtype=dtype)
+    w = torch.randn(cols, dim, device=device, dtype=dtype)
+    r = torch.randn(batch, cols, device=device, dtype=dtype)
+    products = {"logits": lambda: z @ w.t(), "dL/dz": lambda: r @ w, "Delta": lambda: r.t() @ z}
+    out = {}
+    for name, fn in products.items():
+        fn()
+        med = statistics.median(timed(fn, device) for _ in range(reps))
+        out[name] = 2 * batch * cols * dim / med / 1e9
+    return out
+
+
 def backbone_step_flops(batch: int, device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -113,7 +133,7 @@ def main() -> None:
     p.add_argument("--dims", type=int, nargs="+", default=[128, 2048])
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"])
+    p.add_argument("--precision", nargs="+", default=["32", "32-bank-bf16", "bf16-mixed"])
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -163,6 +183,25 @@ def main() -> None:
     for dim, flops in gemm.items():
         print(f"  D={dim}: {flops / 1e9:.1f} GFLOP = {flops / backbone_flops:.1%} of the backbone")
 
+    print("\nthroughput, GFLOP/s (medians of --reps):")
+    for precision in args.precision:
+        step = make_backbone_step(args.batch, device, precision)
+        step()
+        med = statistics.median(timed(step, device) for _ in range(args.reps))
+        gflops = backbone_flops / med / 1e9
+        print(f"  backbone fwd+bwd, {precision:<12} {gflops:8.0f}")
+        rows.append({"precision": precision, "step": "backbone GFLOP/s", "GFLOPs": round(gflops)})
+    cols = args.negatives + args.batch
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, gflops in gemm_throughput(
+            args.batch, cols, max(args.dims), dtype, device, args.reps
+        ).items():
+            label = f"bank {name} D={max(args.dims)}"
+            print(f"  {label:<22} {str(dtype).removeprefix('torch.'):<9} {gflops:8.0f}")
+            rows.append(
+                {"precision": str(dtype), "step": label + " GFLOP/s", "GFLOPs": round(gflops)}
+            )
+
     print("\nbank memory for ImageNet-1k (N = 1,281,167):")
     for dim in (128, 2048):
         for dtype, size in (("float32", 4), ("bfloat16", 2)):
@@ -172,7 +211,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"bank_overhead_{device.type}.csv"
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["precision", "step", "median_ms", "ratio", "GiB"])
+        writer = csv.DictWriter(
+            f, fieldnames=["precision", "step", "median_ms", "ratio", "GiB", "GFLOPs"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nwrote {out}")

@@ -8,7 +8,10 @@ baselines). After warm-up, methods run in interleaved blocks (A B C ... A B C ..
 median step time of each is reported with its ratio to EffSSL.
 
     python benchmarks/step_cost.py [--device cpu|cuda] [--model resnet18] [--batch 256]
-        [--size 32] [--rounds 4] [--steps 3] [--out benchmarks/results]
+        [--size 32] [--rounds 4] [--steps 3] [--profile N] [--out benchmarks/results]
+
+``--profile N`` then profiles N more steps of each method with ``torch.profiler`` and writes
+the operators that take the most time to ``step_cost_profile_<device>_<model>_b<batch>.txt``.
 
 Targets: effssl <= 0.55 x simclr, <= 0.5 x byol, <= 1.15 x the bare backbone.
 
@@ -137,6 +140,7 @@ def build(method: str, args) -> tuple[LightningModule, int]:
             # the official k, or as many as a small bank holds
             f"method_kwargs.num_negatives={min(args.negatives, args.samples - args.batch)}",
             "method_kwargs.bank_init=random",  # calibration is not a per-step cost
+            *args.overrides,
         ]
     if method == "backbone":
         overrides.append("method=base")
@@ -181,6 +185,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="interleaved timed rounds")
     p.add_argument("--steps", type=int, default=3, help="steps per method per round")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--profile", type=int, default=0, help="then profile N steps per method")
+    p.add_argument("--overrides", nargs="*", default=[], help="extra effssl config overrides")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args()
     args.precision = args.precision or ("16-mixed" if args.device == "cuda" else "32-true")
@@ -253,6 +259,25 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nwrote {out}")
+    if args.profile:
+        profile_steps(models, args, device)
+
+
+def profile_steps(models: dict, args, device: torch.device) -> None:
+    """``torch.profiler`` tables (self time, top 30 operators) of ``--profile`` steps each."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    out = args.out / f"step_cost_profile_{args.device}_{args.model}_b{args.batch}.txt"
+    with open(out, "w") as f:
+        for name, (model, views) in models.items():
+            with profile(activities=activities) as prof:
+                run_steps(model, views, args.profile, args, device)
+            table = prof.key_averages().table(sort_by=sort, row_limit=30)
+            f.write(f"== {name}: {args.profile} steps\n{table}\n")
+            print(f"== {name}: {args.profile} steps\n{table}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from effssl_plugin.distributed import all_gather_cat, all_reduce_sum_, is_distributed
+from effssl_plugin.distributed import (
+    all_gather_cat,
+    all_reduce_min_,
+    all_reduce_sum_,
+    is_distributed,
+)
 
 __all__ = ["MemoryBank", "BANK_DTYPES", "ce_bank_delta", "soft_targets", "negatives_generator"]
 
@@ -35,18 +39,29 @@ BANK_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def _segment_mean(values: Tensor, inverse: Tensor, num_segments: int) -> Tensor:
-    """Mean of ``values`` rows grouped by ``inverse``, deterministic on every device.
+def _mean_over_duplicates(indexes: Tensor, values: Tensor) -> Tensor:
+    """For each row ``i`` of ``values``, the mean of the rows ``j`` with ``indexes[j] ==
+    indexes[i]``: ``(E @ values) / E.sum(1)`` with ``E = [indexes_i == indexes_j]``.
 
-    Unique groups are a permutation (no arithmetic); duplicates use a one-hot matmul
-    instead of atomic ``index_add_`` so that replicas on different ranks agree bit-wise.
+    Without duplicates ``E`` is the identity and the result is ``values`` bit for bit. A
+    matmul, not ``torch.unique`` (whose output size needs a host sync on a GPU) nor atomic
+    ``index_add_`` (whose sums differ between ranks): deterministic, and the ``B x B x D``
+    product is small beside the bank's ``B x |C| x D`` ones.
     """
-    if inverse.numel() == num_segments:
-        out = torch.empty((num_segments, values.shape[1]), dtype=values.dtype, device=values.device)
-        out[inverse] = values
-        return out
-    assign = F.one_hot(inverse, num_segments).to(values.dtype).t()  # U x B
-    return (assign @ values) / assign.sum(dim=1, keepdim=True)
+    same = (indexes.view(-1, 1) == indexes.view(1, -1)).to(values.dtype)
+    return (same @ values) / same.sum(dim=1, keepdim=True)
+
+
+def _finite_flag(*tensors: Tensor) -> Tensor:
+    """0-d bool: every entry of ``tensors`` is finite, on the device (no host sync).
+
+    Read from one sum per tensor, not an elementwise ``isfinite`` of each: a NaN or inf entry
+    makes the sum NaN or inf, and the bank's inputs (unit-norm features, probabilities,
+    targets) are bounded, so their sums cannot overflow. Under ``torch.distributed`` the flag
+    is the minimum over ranks, so every replica takes the same decision.
+    """
+    flag = torch.stack([t.float().sum() for t in tensors]).isfinite().all().float()
+    return all_reduce_min_(flag) > 0
 
 
 def ce_bank_delta(
@@ -157,19 +172,20 @@ class MemoryBank(nn.Module):
         return indexes
 
     @torch.no_grad()
-    def _write_(self, rows: Tensor | None, values: Tensor, previous: Tensor | None = None) -> None:
+    def _write_(self, rows: Tensor | None, values: Tensor, keep: Tensor | None = None) -> None:
         """``W[rows] <- normalize(values)``; ``rows=None`` means every row in order.
 
-        ``values`` is float32 and may be normalised in place. Given ``previous`` (the rows'
-        current values), a result that is not finite everywhere writes ``previous`` back
-        instead, decided on the device (no host sync): a non-finite step never reaches the
-        bank, and the method stops at its next host check.
+        ``values`` is float32 and is normalised in place. ``keep`` (a 0-d bool on the
+        device, decided without a host sync) means the step was not finite: the caller then
+        passes the rows' current values, which are written back bit for bit (divided by 1,
+        not renormalised), so a non-finite step never reaches the bank and the method stops
+        at its next host check.
         """
         values = values.float()
-        values.div_(values.norm(dim=1, keepdim=True).clamp_min_(1e-12))
-        values = values.to(self.weight.dtype)
-        if previous is not None:
-            values = torch.where(torch.isfinite(values).all(), values, previous.to(values.dtype))
+        norm = values.norm(dim=1, keepdim=True).clamp_min_(1e-12)
+        if keep is not None:
+            norm = torch.where(keep, 1.0, norm)
+        values = values.div_(norm).to(self.weight.dtype)
         if rows is None:
             self.weight.copy_(values)
             self.last_write.fill_(self.num_updates)  # a 0-d tensor: no host read
@@ -188,8 +204,7 @@ class MemoryBank(nn.Module):
         z = z.detach().float()
         if sync and is_distributed():
             indexes, z = all_gather_cat(indexes), all_gather_cat(z)
-        uniq, inverse = torch.unique(indexes, return_inverse=True)
-        self._write_(uniq, _segment_mean(z, inverse, uniq.numel()))
+        self._write_(indexes, _mean_over_duplicates(indexes, z))
 
     @torch.no_grad()
     def reset_random_(self, generator: torch.Generator | None = None) -> None:
@@ -263,7 +278,7 @@ class MemoryBank(nn.Module):
             cols, weight_cols, global_pos = None, self.weight, global_indexes
         else:
             cols, global_pos = self.columns(global_indexes, num_negatives, generator)
-            weight_cols = self.weight[cols]
+            weight_cols = self.weight.index_select(0, cols)
         return cols, weight_cols, global_pos[offset : offset + indexes.numel()]
 
     # ----------------------------------------------------------------- updates
@@ -272,7 +287,8 @@ class MemoryBank(nn.Module):
         """NPID's rule ``w_i <- normalize(m * w_i + (1 - m) * z_i)`` for the batch rows.
 
         A row that appears several times moves once, toward the mean of its features.
-        Under ``torch.distributed`` indexes and features are gathered from all ranks.
+        Under ``torch.distributed`` indexes and features are gathered from all ranks. A
+        non-finite ``z`` leaves every row as it was.
         """
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -280,12 +296,11 @@ class MemoryBank(nn.Module):
         z = z.detach().float()
         if is_distributed():
             indexes, z = all_gather_cat(indexes), all_gather_cat(z)
-        uniq, inverse = torch.unique(indexes, return_inverse=True)
-        z_mean = _segment_mean(z, inverse, uniq.numel())
+        keep = ~_finite_flag(z)
         self.num_updates += 1
-        rows = self.weight[uniq].float()
-        new = rows.mul(momentum).add_(z_mean, alpha=1.0 - momentum)
-        self._write_(uniq, new, previous=rows)
+        rows = self.weight[indexes].float()
+        new = rows.mul(momentum).add_(_mean_over_duplicates(indexes, z), alpha=1.0 - momentum)
+        self._write_(indexes, torch.where(keep, rows, new), keep)
 
     @torch.no_grad()
     def update_grad(
@@ -320,11 +335,16 @@ class MemoryBank(nn.Module):
         if cols is not None:
             cols = self._check_indexes(cols)
         if weight_cols is None:
-            weight_cols = self.weight if cols is None else self.weight[cols]
+            weight_cols = self.weight if cols is None else self.weight.index_select(0, cols)
+        # a non-finite step (on any rank) moves no row: with P = Y and Z = 0, Delta = 0 exactly
+        # and every row is written back as it was
+        keep = ~_finite_flag(z, probs)
+        probs = torch.where(keep, targets.float(), probs.float())
+        z = torch.where(keep, 0.0, z.detach().float())
         delta = all_reduce_sum_(ce_bank_delta(z, probs, targets, matmul_dtype))
         self.num_updates += 1
-        w = weight_cols.float()
-        self._write_(cols, w.add(delta, alpha=(1.0 - momentum) / momentum), previous=w)
+        new = weight_cols.float().add(delta, alpha=(1.0 - momentum) / momentum)
+        self._write_(cols, new, keep)
 
     # ------------------------------------------------------------------- stats
     @torch.no_grad()

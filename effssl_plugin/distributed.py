@@ -10,7 +10,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["is_distributed", "world_size", "rank", "all_gather_cat", "all_reduce_sum_"]
+__all__ = [
+    "is_distributed",
+    "world_size",
+    "rank",
+    "all_gather_cat",
+    "all_reduce_sum_",
+    "all_reduce_min_",
+]
 
 
 def is_distributed() -> bool:
@@ -57,4 +64,11 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
     """In-place sum over ranks; every rank ends with the same values."""
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_min_(tensor: Tensor) -> Tensor:
+    """In-place minimum over ranks; every rank ends with the same values."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return tensor

@@ -108,7 +108,8 @@ class EffSSL(BaseMethod):
         indexes = indexes.long()
         sampler = negatives_generator(self.seed, self.global_step, self.device)
         cols, weight, pos = self.bank.batch_columns(indexes, s.num_negatives, sampler)
-        logits = z @ weight.to(z.dtype).t()
+        matmul_dtype = bank_matmul_dtype(s.bank_matmul, self.device)
+        logits = z.to(matmul_dtype) @ weight.to(matmul_dtype).t()
         pos_b = None if perm is None else pos[perm]
         ce = instance_ce_loss(logits, pos, s.temperature, target_b=pos_b, lam=lam)
         kl = sqrt_kl_loss(logits, s.kl_power, s.kl_temperature)
@@ -121,7 +122,7 @@ class EffSSL(BaseMethod):
             update = partial(self.bank.update_ema, indexes, z.detach(), s.bank_momentum)
         else:
             y = soft_targets(pos, probs.shape[1], pos_b, lam)
-            args = cols, z.detach(), probs, y, s.bank_momentum, weight, autocast_dtype(self.device)
+            args = cols, z.detach(), probs, y, s.bank_momentum, weight, matmul_dtype
             update = partial(self.bank.update_grad, *args)  # weight: the rows the logits used
         self._pending_update = update
         metrics = {"train_ce_loss": ce, "train_kl_loss": kl}
@@ -218,10 +219,14 @@ def single_view(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     return views[0]
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype active on ``device``'s type, or None outside autocast."""
-    enabled = torch.is_autocast_enabled(device.type)
-    return torch.get_autocast_dtype(device.type) if enabled else None
+def bank_matmul_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """The dtype of the bank products: ``method_kwargs.bank_matmul``, where ``auto`` is the
+    autocast dtype active on ``device``'s type, or float32 outside autocast."""
+    if setting != "auto":
+        return BANK_DTYPES[setting]
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
 
 
 @torch.no_grad()

@@ -37,6 +37,9 @@ class EffSSLSettings:
     bank_update: Literal["grad", "ema"] = "grad"  # paper's correction | NPID's EMA
     bank_init: Literal["calibrate", "random"] = "calibrate"  # one no-grad pass before step 1
     bank_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # dtype of the three bank products (logits, dL/dz, Delta); auto: the autocast dtype in a
+    # mixed-precision run, else float32. Rows are always updated in float32
+    bank_matmul: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cutmix_alpha: float = 0.5  # 0 = off
     num_samples: int | None = None  # bank rows; the launcher fills it from the training set
     reinit_bank_on_resume: bool = False  # allow resuming with a different dataset size

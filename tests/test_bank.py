@@ -311,3 +311,24 @@ def test_update_grad_low_precision_matmul_is_close_to_float32(dtype):
     assert bank_b.weight.dtype == torch.float32
     torch.testing.assert_close(bank_b.weight, bank_a.weight, atol=2e-2, rtol=0)
     assert not torch.equal(bank_b.weight, bank_a.weight)  # really computed in low precision
+
+
+def test_the_step_path_never_calls_torch_unique(monkeypatch):
+    """``torch.unique`` sizes its output on the host (a sync on a GPU): the EMA update and
+    the all-rows columns must not use it, duplicates included."""
+    bank = random_bank(n=40, d=8, seed=2)
+    idx = torch.tensor([3, 7, 3, 11])
+    z = F.normalize(torch.randn(4, 8), dim=1)
+    expected = random_bank(n=40, d=8, seed=2)
+    expected.update_ema(idx, z, 0.5)
+
+    def no_unique(*args, **kwargs):
+        raise AssertionError("torch.unique called")
+
+    monkeypatch.setattr(torch, "unique", no_unique)
+    cols, weight_cols, pos = bank.batch_columns(idx, -1)
+    assert cols is None and torch.equal(pos, idx)
+    bank.update_ema(idx, z, 0.5)
+    assert torch.equal(bank.weight, expected.weight)
+    probs = F.softmax(z @ weight_cols.t() / 0.2, dim=1)
+    bank.update_grad(None, z, probs, F.one_hot(idx, 40).float(), 0.5)

@@ -76,3 +76,33 @@ def test_two_process_replicas_are_identical_and_match_single_process():
     # partial products over ranks, so it agrees to rounding
     torch.testing.assert_close(s0["weight"], single.weight, rtol=0, atol=1e-5)
     assert torch.equal(s0["last_write"], single.last_write)
+
+
+def nan_on_one_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    bank = MemoryBank(N, D)
+    bank.reset_random_(torch.Generator().manual_seed(0))
+    before = bank.weight.clone()
+    idx, z = global_batch(0)
+    z = z[rank * LOCAL_B : (rank + 1) * LOCAL_B].clone()
+    if rank == 1:
+        z[3, 2] = float("nan")
+    cols = torch.arange(N)
+    probs = F.softmax(z @ bank.weight.t() / TAU, dim=1)
+    y = F.one_hot(idx[rank * LOCAL_B : (rank + 1) * LOCAL_B], N).float()
+    bank.update_grad(cols, z, probs, y, M)
+    bank.update_ema(idx[rank * LOCAL_B : (rank + 1) * LOCAL_B], z, M)
+    torch.save({"before": before, "after": bank.weight}, os.path.join(out_dir, f"nan{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_a_non_finite_step_on_one_rank_moves_no_row_on_any_rank():
+    """The finite check is global: rank 0's finite half does not move the bank either, so the
+    replicas stay identical (a rank-local check would let them diverge)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "init")
+        mp.spawn(nan_on_one_rank_worker, args=(init_file, tmp), nprocs=WORLD, join=True)
+        r0, r1 = (torch.load(os.path.join(tmp, f"nan{r}.pt")) for r in range(WORLD))
+    assert torch.equal(r0["before"], r1["before"])
+    assert torch.equal(r0["after"], r0["before"]) and torch.equal(r1["after"], r1["before"])

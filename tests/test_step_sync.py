@@ -59,9 +59,12 @@ def test_the_guard_catches_a_sync():
     assert torch.ones(()).item() == 1.0  # restored
 
 
-@pytest.mark.parametrize(("rule", "negatives"), [("grad", 4), ("ema", 4), ("grad", -1)])
+@pytest.mark.parametrize(
+    ("rule", "negatives", "matmul"),
+    [("grad", 4, "auto"), ("ema", 4, "auto"), ("grad", -1, "auto"), ("grad", -1, "bfloat16")],
+)
 def test_training_step_and_bank_update_do_not_sync_with_the_host(
-    rule, negatives, fake_folder, workdir
+    rule, negatives, matmul, fake_folder, workdir
 ):
     from lightning.pytorch.callbacks import Callback
 
@@ -80,7 +83,14 @@ def test_training_step_and_bank_update_do_not_sync_with_the_host(
             module.training_step = training_step
             module.on_after_backward = guarded(after)
 
-    overrides = tiny_overrides(fake_folder, 2, 6, negatives, f"method_kwargs.bank_update={rule}")
+    overrides = tiny_overrides(
+        fake_folder,
+        2,
+        6,
+        negatives,
+        f"method_kwargs.bank_update={rule}",
+        f"method_kwargs.bank_matmul={matmul}",
+    )
     cfg = compose("effssl", [*overrides, "checkpoint.enabled=false", "+log_every_n_steps=2"])
     pretrain(cfg, extra_callbacks=[Guard()])
     assert steps["guarded"] == 6  # 18 images, batch 6, 2 epochs: every step ran guarded
@@ -101,3 +111,14 @@ def test_a_non_finite_step_never_reaches_the_bank():
     assert torch.equal(bank.weight, before)
     bank.update_ema(torch.tensor([0, 3]), torch.randn(2, 4))  # a finite step still writes
     assert not torch.equal(bank.weight, before)
+
+
+def test_bank_matmul_dtype_follows_the_setting_and_autocast():
+    from effssl_plugin.method import bank_matmul_dtype
+
+    cpu = torch.device("cpu")
+    assert bank_matmul_dtype("auto", cpu) == torch.float32
+    assert bank_matmul_dtype("bfloat16", cpu) == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert bank_matmul_dtype("auto", cpu) == torch.bfloat16
+        assert bank_matmul_dtype("float32", cpu) == torch.float32
