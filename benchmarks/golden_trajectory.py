@@ -41,25 +41,21 @@ def trajectory(rule: str, data: Path, workdir: Path) -> dict:
 
     from effssl_plugin.main_pretrain import pretrain
 
-    overrides = [
-        "machine=cpu",
-        "dataset=custom_lowres",
-        f"data.train_path={data}",
-        "data.val_path=null",
-        "data.num_workers=0",
-        "backbone.kwargs.model_name=resnet10t",
-        "method_kwargs.proj_hidden_dim=64",
-        "method_kwargs.proj_output_dim=32",
-        "method_kwargs.num_negatives=100",
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import tiny_overrides  # the tests' small CPU run, 2 epochs of 3 steps
+
+    overrides = tiny_overrides(
+        data,
+        2,
+        50,
+        100,
         f"method_kwargs.bank_update={rule}",
-        "optimizer.batch_size=50",
-        "max_epochs=2",
         "+limit_train_batches=3",
         "seed=0",
         f"checkpoint.dir={workdir / rule}",
         "checkpoint.enabled=false",
         "auto_resume.enabled=false",
-    ]
+    )
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         cfg = compose("effssl", overrides=overrides)
     record: dict = {"losses": [], "bank_after_epoch": [], "backbone": None}

@@ -76,15 +76,16 @@ def ce_bank_delta(
         z: ``B x D`` features (normalised).
         probs: ``B x |C|`` softmax probabilities ``P``.
         targets: ``B x |C|`` target weights ``Y`` (rows sum to 1).
-        matmul_dtype: the dtype of the product (e.g. a mixed-precision run's autocast
-            dtype); ``Y - P`` is formed in float32 and the result returned in float32.
+        matmul_dtype: the dtype of the product (e.g. bfloat16, accumulated in float32 by the
+            GEMM); ``Y - P`` is formed in float32. Default float32.
 
     Returns:
-        ``|C| x D`` float32 tensor.
+        ``|C| x D`` tensor in ``matmul_dtype``: adding it to float32 rows promotes it exactly,
+        with no separate conversion pass.
     """
     dtype = matmul_dtype or torch.float32
     residual = (targets.float() - probs.float()).to(dtype)
-    return (residual.t() @ z.detach().to(dtype)).float()
+    return residual.t() @ z.detach().to(dtype)
 
 
 def soft_targets(
@@ -187,7 +188,8 @@ class MemoryBank(nn.Module):
             norm = torch.where(keep, 1.0, norm)
         values = values.div_(norm).to(self.weight.dtype)
         if rows is None:
-            self.weight.copy_(values)
+            if values.data_ptr() != self.weight.data_ptr():  # else updated in place
+                self.weight.copy_(values)
             self.last_write.fill_(self.num_updates)  # a 0-d tensor: no host read
         else:
             self.weight[rows] = values
@@ -324,7 +326,8 @@ class MemoryBank(nn.Module):
 
         ``cols`` must be the same on every rank (and duplicate-free); ``None`` means all
         rows in index order. ``weight_cols`` may pass ``weight[cols]`` as already gathered
-        for this step's logits (it is not modified) to save a second gather.
+        for this step's logits, to save a second gather; it is updated in place (for a
+        float32 bank), so it must not be used afterwards.
         ``matmul_dtype`` (e.g. the autocast dtype of a mixed-precision run) computes the
         ``(Y - P)^T Z`` product in that dtype (:func:`ce_bank_delta`), with float32
         accumulation of the result into the rows. Under ``torch.distributed`` ``Delta`` is
@@ -341,10 +344,14 @@ class MemoryBank(nn.Module):
         keep = ~_finite_flag(z, probs)
         probs = torch.where(keep, targets.float(), probs.float())
         z = torch.where(keep, 0.0, z.detach().float())
-        delta = all_reduce_sum_(ce_bank_delta(z, probs, targets, matmul_dtype))
+        delta = ce_bank_delta(z, probs, targets, matmul_dtype)
+        if is_distributed():  # summed in float32, so replicas agree and nothing is lost
+            delta = all_reduce_sum_(delta.float())
         self.num_updates += 1
-        new = weight_cols.float().add(delta, alpha=(1.0 - momentum) / momentum)
-        self._write_(cols, new, keep)
+        # in place: the step's own gathered rows, or the bank itself (all rows), which the
+        # backward pass has finished reading; a float32 copy for the other bank dtypes
+        rows = weight_cols.float().add_(delta, alpha=(1.0 - momentum) / momentum)
+        self._write_(cols, rows, keep)
 
     # ------------------------------------------------------------------- stats
     @torch.no_grad()
