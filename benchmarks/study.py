@@ -712,6 +712,121 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+#: seeds each arm needs before a difference can be called
+MIN_SEEDS = 3
+
+
+def separated(a: list[float], b: list[float]) -> str:
+    """The study's rule for calling a difference: with >= 3 seeds each, the means differ by
+    more than the larger standard deviation AND every seed of one arm is above every seed of
+    the other. Returns ``"A > B"``, ``"B > A"``, ``"not separated"`` or, with fewer seeds,
+    ``"too few seeds"``."""
+    if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS:
+        return "too few seeds"
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    if abs(ma - mb) <= max(sa, sb):
+        return "not separated"
+    if min(a) > max(b):
+        return "A > B"
+    if min(b) > max(a):
+        return "B > A"
+    return "not separated"
+
+
+def interpolate(rows: list[dict], x_key: str, x: float, y_key: str = "knn_top1") -> float | None:
+    """``y_key`` linearly interpolated at ``x`` along ``x_key``; after the run's end its final
+    value (a finished run keeps its features), before its first evaluation None."""
+    points = sorted((r[x_key], r[y_key]) for r in rows)
+    if not points or x < points[0][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
+
+
+def first_reaching(rows: list[dict], level: float) -> float | None:
+    """The (interpolated) epoch at which kNN top-1 first reaches ``level``; None if never."""
+    points = sorted((r["epoch"], r["knn_top1"]) for r in rows)
+    if points and points[0][1] >= level:
+        return points[0][0]
+    for (e0, y0), (e1, y1) in zip(points, points[1:], strict=False):
+        if y0 < level <= y1:
+            return e0 + (e1 - e0) * (level - y0) / (y1 - y0)
+    return None
+
+
+#: (arm A, arm B, what is compared) of the report's comparisons section
+COMPARISONS = [
+    (("effssl", "default"), ("simclr", "default"), "end"),
+    (("effssl", "default"), ("simclr", "default"), "minutes"),
+    (("effssl", "default"), ("byol", "default"), "end"),
+    (("effssl", "default"), ("byol", "default"), "minutes"),
+    (("effssl", "default"), ("mocov2plus", "default"), "end"),
+    (("effssl", "default"), ("mocov2plus", "default"), "minutes"),
+    (("effssl", "default"), ("effssl", "bank_update=ema"), "end"),
+    (("official", "default"), ("effssl", "bank_update=ema"), "end"),
+    (("effssl", "default"), ("effssl", "kl_weight=0"), "end"),
+    (("effssl", "default"), ("effssl", "kl_weight=0"), "reach"),
+    (("effssl", "default"), ("effssl", "bank_init=random"), "end"),
+    (("effssl", "default"), ("effssl", "proj=512"), "minutes"),
+]
+
+
+def comparison_lines(runs: dict, epochs: int) -> list[str]:
+    """The comparisons section: each pair's values, difference and verdict, finished runs
+    only. ``end``: kNN after the last epoch; ``minutes``: kNN at the shorter arm's mean
+    (clipped) training time, interpolated along each run's curve (equal compute);
+    ``reach``: the epoch at which each seed first reaches the lower arm's mean final kNN."""
+    lines = [
+        "## Comparisons",
+        "",
+        f"Finished runs only. A difference is called only with >= {MIN_SEEDS} seeds per arm, "
+        "when the means differ by more than the larger of the two standard deviations *and* "
+        "every seed of one arm is above every seed of the other; otherwise it is reported as "
+        "not separated. 'kNN at N min' reads every run's curve at the shorter arm's mean "
+        "clipped training time (a run that finished earlier keeps its final value).",
+        "",
+        "| A | B | measure | A | B | A - B | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    done = {
+        key: {s: rows for s, rows in seeds.items() if int(rows[-1]["epoch"]) == epochs}
+        for key, seeds in runs.items()
+    }
+    for a, b, measure in COMPARISONS:
+        ra, rb = done.get(a, {}), done.get(b, {})
+        if not ra or not rb:
+            continue
+        if measure == "end":
+            va = [rows[-1]["knn_top1"] for rows in ra.values()]
+            vb = [rows[-1]["knn_top1"] for rows in rb.values()]
+            what = f"kNN at epoch {epochs}"
+        elif measure == "minutes":
+            budget = min(
+                statistics.fmean(rows[-1]["clipped_s"] for rows in arm.values()) for arm in (ra, rb)
+            )
+            va = [interpolate(rows, "clipped_s", budget) for rows in ra.values()]
+            vb = [interpolate(rows, "clipped_s", budget) for rows in rb.values()]
+            what = f"kNN at {budget / 60:.1f} min"
+        else:
+            level = min(
+                mean_std([rows[-1]["knn_top1"] for rows in arm.values()])[0] for arm in (ra, rb)
+            )
+            va = [v for rows in ra.values() if (v := first_reaching(rows, level)) is not None]
+            vb = [v for rows in rb.values() if (v := first_reaching(rows, level)) is not None]
+            what = f"epochs to kNN {level:.1f} (lower is better)"
+        va, vb = [v for v in va if v is not None], [v for v in vb if v is not None]
+        if not va or not vb:
+            continue
+        (ma, sa), (mb, sb) = mean_std(va), mean_std(vb)
+        lines.append(
+            f"| {label(*a)} | {label(*b)} | {what} | {ma:.2f} +- {sa:.2f} (n={len(va)}) | "
+            f"{mb:.2f} +- {sb:.2f} (n={len(vb)}) | {ma - mb:+.2f} | {separated(va, vb)} |"
+        )
+    return lines + [""]
+
+
 def report(args) -> None:
     import matplotlib
 
@@ -820,6 +935,7 @@ def report(args) -> None:
     fig.savefig(args.out / "study.png", dpi=120)
     plt.close(fig)
     lines += ["![kNN against epochs and wall-clock](study.png)", ""]
+    lines += comparison_lines(runs, args.epochs)
     lines += ["## Every evaluation", "", "| run | " + " | ".join(["epoch: top-1"]) + " |"]
     lines += ["|---|---|"]
     for (method, variant), seeds in sorted(runs.items()):

@@ -106,3 +106,45 @@ def test_time_points_keep_the_last_record_of_a_resumed_epoch(tmp_path):
     for epoch, seconds in ((1, 10.0), (2, 20.0), (2, 21.0), (3, 31.0)):
         log.add_time(epoch, seconds)
     assert log.time_points() == [(1, 10.0), (2, 21.0), (3, 31.0)]
+
+
+def test_a_difference_is_called_only_when_seeds_separate_beyond_the_spread():
+    assert study.separated([44.0, 43.0, 45.0], [40.0, 41.0, 39.5]) == "A > B"
+    assert study.separated([40.0, 41.0, 39.5], [44.0, 43.0, 45.0]) == "B > A"
+    # means 2 apart but one seed of A below one of B: ranges overlap
+    assert study.separated([44.0, 41.5, 44.5], [41.0, 42.0, 40.0]) == "not separated"
+    # seeds separate but the gap is smaller than the spread
+    assert study.separated([43.0, 44.0, 51.0], [42.0, 42.5, 42.9]) == "not separated"
+    assert study.separated([44.0, 45.0], [40.0, 41.0]) == "too few seeds"
+
+
+def test_interpolation_and_first_reaching_epoch():
+    rows = [
+        {"epoch": 5.0, "clipped_s": 100.0, "knn_top1": 30.0},
+        {"epoch": 10.0, "clipped_s": 200.0, "knn_top1": 40.0},
+    ]
+    assert study.interpolate(rows, "clipped_s", 150.0) == pytest.approx(35.0)
+    assert study.interpolate(rows, "clipped_s", 50.0) is None  # before the first evaluation
+    assert study.interpolate(rows, "clipped_s", 500.0) == 40.0  # finished: keeps its value
+    assert study.first_reaching(rows, 36.0) == pytest.approx(8.0)
+    assert study.first_reaching(rows, 25.0) == 5.0
+    assert study.first_reaching(rows, 41.0) is None
+
+
+def test_comparisons_read_both_arms_at_the_shorter_arms_minutes():
+    def run(final_s: float, top1: float) -> list[dict]:
+        return [
+            {"epoch": 5.0, "clipped_s": final_s / 2, "knn_top1": top1 - 10},
+            {"epoch": 10.0, "clipped_s": final_s, "knn_top1": top1},
+        ]
+
+    runs = {
+        ("effssl", "default"): {s: run(100.0, 40.0 + s) for s in range(3)},
+        ("simclr", "default"): {s: run(200.0, 40.0 + s) for s in range(3)},
+        ("byol", "default"): {0: run(200.0, 40.0)[:1]},  # unfinished: left out
+    }
+    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    assert "| effssl | simclr | kNN at epoch 10 | 41.00 +- 1.00 (n=3) | 41.00 +- 1.00" in lines
+    # at 100 s (1.7 min) simclr is half-way: 10 points lower on every seed, beyond the spread
+    assert "kNN at 1.7 min | 41.00 +- 1.00 (n=3) | 31.00 +- 1.00 (n=3) | +10.00 | A > B" in lines
+    assert "byol" not in lines
