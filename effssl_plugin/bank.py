@@ -114,6 +114,16 @@ def negatives_generator(
     return torch.Generator(device=device).manual_seed(x ^ (x >> 31))
 
 
+def _to_device_async(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``; a host-to-GPU copy goes through pinned memory, so it is
+    queued on the stream without waiting for it."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 class MemoryBank(nn.Module):
     """``N x D`` bank of unit-norm rows, indexed by dataset index.
 
@@ -155,11 +165,11 @@ class MemoryBank(nn.Module):
         return f"num_samples={self.num_samples}, dim={self.dim}, dtype={self.weight.dtype}"
 
     # ------------------------------------------------------------------ writes
-    def _check_indexes(self, indexes: Tensor) -> Tensor:
-        """``indexes`` as a flat long tensor on the bank's device, checked to lie in
-        ``[0, num_samples)`` without a host sync: ``torch._assert_async`` checks at once on
+    def _check_indexes(self, indexes: Tensor, device: torch.device | None = None) -> Tensor:
+        """``indexes`` as a flat long tensor on ``device`` (default: the bank's), checked to lie
+        in ``[0, num_samples)`` without a host sync: ``torch._assert_async`` checks at once on
         the CPU and, on a GPU, fails a later kernel instead of stalling the stream."""
-        indexes = indexes.to(device=self.weight.device, dtype=torch.long).view(-1)
+        indexes = indexes.to(device=device or self.weight.device, dtype=torch.long).view(-1)
         if indexes.numel():
             low, high = torch.aminmax(indexes)
             in_range = (low >= 0) & (high < self.num_samples)
@@ -238,11 +248,12 @@ class MemoryBank(nn.Module):
         ascending), then ``num_negatives`` rows drawn uniformly without replacement from
         the rows not in the batch (ascending); ``num_negatives < 0`` takes every other row.
         ``pos[i]`` is the column of sample ``i``. Deterministic for a given generator.
+        Computed on the device of ``batch_indexes`` (on the host, nothing waits for a GPU).
 
         Raises:
             ValueError: when more negatives are asked for than rows outside the batch.
         """
-        indexes = self._check_indexes(batch_indexes)
+        indexes = self._check_indexes(batch_indexes, batch_indexes.device)
         uniq, pos = torch.unique(indexes, sorted=True, return_inverse=True)
         num_free = self.num_samples - uniq.numel()
         if num_negatives < 0 or num_negatives == num_free:
@@ -266,7 +277,11 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def batch_columns(
-        self, indexes: Tensor, num_negatives: int, generator: torch.Generator | None = None
+        self,
+        indexes: Tensor,
+        num_negatives: int,
+        generator: torch.Generator | None = None,
+        host_indexes: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor, Tensor]:
         """One step's columns for this rank's batch: ``(cols, weight_cols, pos)``.
 
@@ -274,7 +289,18 @@ class MemoryBank(nn.Module):
         :meth:`columns` (with identically seeded generators); ``pos`` are this rank's samples'
         columns and ``weight_cols = weight[cols]``. ``num_negatives < 0``: every row in index
         order, ``cols=None`` and ``weight_cols`` the bank itself (no gather copy).
+
+        ``host_indexes``, the same indexes on the host (one process only), lets the columns be
+        drawn there (``generator`` on the CPU) and copied to the bank's device asynchronously:
+        on a GPU, the deduplication and the draw then never wait for the device.
         """
+        if host_indexes is not None and num_negatives >= 0 and not is_distributed():
+            cols, pos = self.columns(host_indexes, num_negatives, generator)
+            cols, pos = (
+                _to_device_async(cols, self.weight.device),
+                _to_device_async(pos, cols.device),
+            )
+            return cols, self.weight.index_select(0, cols), pos
         global_indexes, offset = all_gather_cat(indexes, return_offset=True)
         if num_negatives < 0:
             cols, weight_cols, global_pos = None, self.weight, global_indexes

@@ -72,6 +72,7 @@ class EffSSL(BaseMethod):
         #: training dataloader's dataset
         self.calibration_dataset: Dataset | None = None
         self._pending_update: Callable[[], None] | None = None
+        self._host_indexes: torch.Tensor | None = None
         self._epoch_start_update = 0
         #: (global step, epoch, batch, [loss, ce, kl] on the device) of the steps since the
         #: last host check of the losses (:meth:`raise_if_not_finite`)
@@ -106,8 +107,9 @@ class EffSSL(BaseMethod):
         out = self.online_eval_step(x, targets, perm, lam)
         z = F.normalize(out["z"].float(), dim=1)
         indexes = indexes.long()
-        sampler = negatives_generator(self.seed, self.global_step, self.device)
-        cols, weight, pos = self.bank.batch_columns(indexes, s.num_negatives, sampler)
+        sampler = negatives_generator(self.seed, self.global_step)  # draws on the host
+        host = self._host_indexes
+        cols, weight, pos = self.bank.batch_columns(indexes, s.num_negatives, sampler, host)
         matmul_dtype = bank_matmul_dtype(s.bank_matmul, self.device)
         logits = z.to(matmul_dtype) @ weight.to(matmul_dtype).t()
         pos_b = None if perm is None else pos[perm]
@@ -147,6 +149,14 @@ class EffSSL(BaseMethod):
             mask = targets != -1
             self.knn(train_features=out["feats"][mask].detach(), train_targets=targets[mask])
         return out
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Keeps the host copy of a training batch's indexes, from which the bank draws the
+        step's columns without a device sync (a DALI batch is already on the device)."""
+        indexes = batch[0] if self.trainer.training else None
+        on_host = torch.is_tensor(indexes) and indexes.device.type == "cpu"
+        self._host_indexes = indexes if on_host else None
+        return batch
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if len(self._unchecked_losses) >= self.trainer.log_every_n_steps:

@@ -332,3 +332,20 @@ def test_the_step_path_never_calls_torch_unique(monkeypatch):
     assert torch.equal(bank.weight, expected.weight)
     probs = F.softmax(z @ weight_cols.t() / 0.2, dim=1)
     bank.update_grad(None, z, probs, F.one_hot(idx, 40).float(), 0.5)
+
+
+def test_batch_columns_from_host_indexes_match_the_device_path():
+    """One process, k >= 0: the columns drawn from the host copy of the indexes are the ones
+    the device path draws with the same generator."""
+    from effssl_plugin.bank import negatives_generator
+
+    bank = random_bank(n=60, d=8, seed=4)
+    idx = torch.tensor([5, 17, 5, 42, 8])
+    cols, w_cols, pos = bank.batch_columns(idx, 20, negatives_generator(0, 3))
+    h_cols, h_w_cols, h_pos = bank.batch_columns(
+        idx, 20, negatives_generator(0, 3), host_indexes=idx.clone()
+    )
+    assert torch.equal(h_cols, cols) and torch.equal(h_pos, pos) and torch.equal(h_w_cols, w_cols)
+    # k = -1 takes every row: the host copy is not needed
+    all_cols, all_w, all_pos = bank.batch_columns(idx, -1, host_indexes=idx)
+    assert all_cols is None and all_w is bank.weight and torch.equal(all_pos, idx)
