@@ -296,10 +296,8 @@ class MemoryBank(nn.Module):
         """
         if host_indexes is not None and num_negatives >= 0 and not is_distributed():
             cols, pos = self.columns(host_indexes, num_negatives, generator)
-            cols, pos = (
-                _to_device_async(cols, self.weight.device),
-                _to_device_async(pos, cols.device),
-            )
+            device = self.weight.device
+            cols, pos = _to_device_async(cols, device), _to_device_async(pos, device)
             return cols, self.weight.index_select(0, cols), pos
         global_indexes, offset = all_gather_cat(indexes, return_offset=True)
         if num_negatives < 0:

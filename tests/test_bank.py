@@ -349,3 +349,17 @@ def test_batch_columns_from_host_indexes_match_the_device_path():
     # k = -1 takes every row: the host copy is not needed
     all_cols, all_w, all_pos = bank.batch_columns(idx, -1, host_indexes=idx)
     assert all_cols is None and all_w is bank.weight and torch.equal(all_pos, idx)
+
+
+def test_host_drawn_columns_land_on_the_banks_device():
+    """The host path copies both the columns and the positions to the bank's device (here
+    the meta device stands in for a GPU: no data, but devices and shapes are checked)."""
+    from effssl_plugin.bank import negatives_generator
+
+    bank = MemoryBank(60, 8).to("meta")
+    idx = torch.tensor([5, 17, 5, 42, 8])
+    cols, w_cols, pos = bank.batch_columns(
+        idx.to("meta"), 20, negatives_generator(0, 3), host_indexes=idx
+    )
+    assert cols.device.type == pos.device.type == w_cols.device.type == "meta"
+    assert cols.shape == (24,) and pos.shape == (5,) and w_cols.shape == (24, 8)
