@@ -76,6 +76,7 @@ VARIANTS: dict[str, list[str]] = {
         "+optimizer.kwargs.exclude_bias_n_norm=true",
     ],
     "lr=0.1,ema": ["optimizer.lr=0.1", "method_kwargs.bank_update=ema"],
+    "bank_matmul=bfloat16": ["method_kwargs.bank_matmul=bfloat16"],
 }
 PLANS: dict[str, list[tuple[str, str]]] = {
     "main": [("effssl", "default"), ("simclr", "default")],
@@ -91,6 +92,8 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     "kl": [("effssl", "kl_weight=0")],
     "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
+    # issue 13: the effect of bfloat16 bank products on a short run
+    "precision": [("effssl", "default"), ("effssl", "bank_matmul=bfloat16")],
     "probe": [
         ("effssl", "default"),
         ("effssl", "lr=0.1"),
