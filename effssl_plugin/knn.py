@@ -26,7 +26,9 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
       torchmetrics would otherwise restore after ``compute``, keeping every epoch's features;
     * the number of classes comes from the train and test labels together (solo-learn
       counts the distinct test labels only, and crashes when a validation subset lacks
-      some classes).
+      some classes);
+    * training features of unlabelled images (target -1) are dropped when the kNN runs, not
+      by the caller at every step: a boolean mask there would stall a CUDA stream.
     """
 
     def __init__(
@@ -63,6 +65,10 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
         if not self.train_features or not self.test_features:
             return -1, -1
         train_x, train_y = torch.cat(self.train_features), torch.cat(self.train_targets)
+        labelled = train_y >= 0
+        train_x, train_y = train_x[labelled], train_y[labelled]
+        if not train_y.numel():
+            return -1, -1
         test_x, test_y = torch.cat(self.test_features), torch.cat(self.test_targets)
         if self.distance_fx == "cosine":
             train_x, test_x = F.normalize(train_x), F.normalize(test_x)

@@ -145,9 +145,8 @@ class EffSSL(BaseMethod):
             out["loss"] = lam * out["loss"] + (1 - lam) * mixed
         metrics = {"train_class_loss": out["loss"], "train_acc1": out["acc1"]}
         self.log_dict({**metrics, "train_acc5": out["acc5"]}, on_epoch=True, sync_dist=True)
-        if self.knn_eval:
-            mask = targets != -1
-            self.knn(train_features=out["feats"][mask].detach(), train_targets=targets[mask])
+        if self.knn_eval:  # unlabelled images (-1) are dropped when the kNN runs
+            self.knn(train_features=out["feats"].detach(), train_targets=targets)
         return out
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

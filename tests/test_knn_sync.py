@@ -40,3 +40,27 @@ def test_knn_is_cleared_after_a_synced_compute(tmp_path):
             assert not knn.test_features and not knn.test_targets
     finally:
         dist.destroy_process_group()
+
+
+def test_unlabelled_training_features_are_dropped_when_the_knn_runs():
+    """The training step passes every feature (no boolean mask, which would sync a GPU);
+    those with target -1 must not vote."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(600, 16, generator=g)
+    y = x[:, :8].argmax(1)
+    reference = WeightedKNNClassifierTM1(k=15)
+    fill(reference, x, y)
+    expected = reference.compute()
+    knn = WeightedKNNClassifierTM1(k=15)
+    noise = torch.randn(100, 16, generator=g)
+    knn(
+        train_features=torch.cat([x[:300], noise]),
+        train_targets=torch.cat([y[:300], -torch.ones(100, dtype=torch.long)]),
+    )
+    knn(train_features=x[300:500], train_targets=y[300:500])
+    knn(test_features=x[500:], test_targets=y[500:])
+    assert knn.compute() == pytest.approx(expected)
+    unlabelled = WeightedKNNClassifierTM1(k=15)
+    unlabelled(train_features=noise, train_targets=-torch.ones(100, dtype=torch.long))
+    unlabelled(test_features=x[500:], test_targets=y[500:])
+    assert unlabelled.compute() == (-1, -1)
