@@ -24,6 +24,11 @@ if [ "$DEVICE" = cpu ]; then MACHINE=cpu; STEP_ARGS=(--rounds 1 --steps 1 --samp
 mkdir -p "$OUT"
 { date; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } > "$OUT/machine.txt"
 
+if [ "$DEVICE" = cuda ]; then
+    echo "== no host sync in the training step (torch.cuda.set_sync_debug_mode)"
+    python -m pytest -q tests/test_step_sync.py -k cuda 2>&1 | tee "$OUT/sync_debug.txt" || true
+fi
+
 echo "== step cost ($DEVICE, $MODEL, batch $STEP_BATCH)"
 python benchmarks/step_cost.py --device "$DEVICE" --model "$MODEL" --batch "$STEP_BATCH" "${STEP_ARGS[@]}" --out "$OUT"
 

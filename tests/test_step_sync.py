@@ -122,3 +122,43 @@ def test_bank_matmul_dtype_follows_the_setting_and_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert bank_matmul_dtype("auto", cpu) == torch.bfloat16
         assert bank_matmul_dtype("float32", cpu) == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("rule", "negatives"), [("grad", 4), ("ema", 4), ("grad", -1)])
+def test_training_step_does_not_synchronise_a_cuda_stream(rule, negatives, fake_folder, workdir):
+    """On a GPU: the step and the bank update run under
+    ``torch.cuda.set_sync_debug_mode("error")``, which raises on any synchronising call."""
+    from lightning.pytorch.callbacks import Callback
+
+    from effssl_plugin.main_pretrain import pretrain
+
+    steps = {"guarded": 0}
+
+    def strict(method):
+        def call(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return method(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+
+        return call
+
+    class Guard(Callback):
+        def on_train_start(self, trainer, module) -> None:
+            step = module.training_step
+
+            def training_step(*args, **kwargs):
+                steps["guarded"] += 1
+                return strict(step)(*args, **kwargs)
+
+            module.training_step = training_step
+            module.on_after_backward = strict(module.on_after_backward)
+
+    overrides = tiny_overrides(
+        fake_folder, 2, 6, negatives, f"method_kwargs.bank_update={rule}", "accelerator=gpu"
+    )
+    cfg = compose("effssl", [*overrides, "checkpoint.enabled=false", "+log_every_n_steps=2"])
+    pretrain(cfg, extra_callbacks=[Guard()])
+    assert steps["guarded"] == 6
