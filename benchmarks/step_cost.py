@@ -215,6 +215,7 @@ def main() -> None:
     )
     models = {m: build(m, args) for m in args.methods}
     times: dict[str, list[float]] = {m: [] for m in models}
+    per_round: dict[str, list[float]] = {m: [] for m in models}  # each round's median
     peaks: dict[str, int] = dict.fromkeys(models, 0)
     for model, views in models.values():  # warm-up
         run_steps(model, views, 2, args, device)
@@ -222,6 +223,7 @@ def main() -> None:
         for name, (model, views) in models.items():
             ts, peak = run_steps(model, views, args.steps, args, device)
             times[name] += ts
+            per_round[name].append(statistics.median(ts))
             peaks[name] = max(peaks[name], peak)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
@@ -245,6 +247,7 @@ def main() -> None:
                 "size": args.size,
                 "precision": args.precision,
                 **{f"effssl_over_{m}": "" for m in TARGETS},
+                **{f"effssl_over_{m}_rounds": "" for m in TARGETS},
             }
         )
     print("\neffssl step / method step (target: at most)")
@@ -255,8 +258,16 @@ def main() -> None:
             if other in medians:
                 ratio = medians[row["method"]] / medians[other]
                 row[f"effssl_over_{other}"] = round(ratio, 4)
+                rounds = [
+                    a / b for a, b in zip(per_round[row["method"]], per_round[other], strict=True)
+                ]
+                row[f"effssl_over_{other}_rounds"] = " ".join(f"{r:.3f}" for r in rounds)
                 verdict = "met" if ratio <= target else "NOT met"
-                print(f"  {row['method']:<12} / {other:<11} {ratio:6.2f}  (<= {target}: {verdict})")
+                spread = f"rounds {min(rounds):.2f}-{max(rounds):.2f}"
+                print(
+                    f"  {row['method']:<12} / {other:<11} {ratio:6.2f}  ({spread}; "
+                    f"<= {target}: {verdict})"
+                )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"step_cost_{args.device}_{args.model}_b{args.batch}{args.tag}.csv"
     with open(out, "w", newline="") as f:
