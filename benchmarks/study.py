@@ -760,19 +760,19 @@ def first_reaching(rows: list[dict], level: float) -> float | None:
 
 
 #: (arm A, arm B, what is compared) of the report's comparisons section
+EFFSSL = ("effssl", "default")
 COMPARISONS = [
-    (("effssl", "default"), ("simclr", "default"), "end"),
-    (("effssl", "default"), ("simclr", "default"), "minutes"),
-    (("effssl", "default"), ("byol", "default"), "end"),
-    (("effssl", "default"), ("byol", "default"), "minutes"),
-    (("effssl", "default"), ("mocov2plus", "default"), "end"),
-    (("effssl", "default"), ("mocov2plus", "default"), "minutes"),
-    (("effssl", "default"), ("effssl", "bank_update=ema"), "end"),
+    *(
+        (EFFSSL, (baseline, "default"), measure)
+        for baseline in ("simclr", "byol", "mocov2plus")
+        for measure in ("end", "minutes")
+    ),
+    (EFFSSL, ("effssl", "bank_update=ema"), "end"),
     (("official", "default"), ("effssl", "bank_update=ema"), "end"),
-    (("effssl", "default"), ("effssl", "kl_weight=0"), "end"),
-    (("effssl", "default"), ("effssl", "kl_weight=0"), "reach"),
-    (("effssl", "default"), ("effssl", "bank_init=random"), "end"),
-    (("effssl", "default"), ("effssl", "proj=512"), "minutes"),
+    (EFFSSL, ("effssl", "kl_weight=0"), "end"),
+    (EFFSSL, ("effssl", "kl_weight=0"), "reach"),
+    (EFFSSL, ("effssl", "bank_init=random"), "end"),
+    (EFFSSL, ("effssl", "proj=512"), "minutes"),
 ]
 
 
