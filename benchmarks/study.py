@@ -615,6 +615,7 @@ def linear_probes(args) -> None:
             f"data.fraction={args.fraction if args.fraction < 1 else -1}",
             f"data.num_workers={args.workers}",
             f"max_epochs={args.linear_epochs}",
+            f"+check_val_every_n_epoch={args.linear_epochs}",  # the test set once, at the end
             f"checkpoint.dir={run_dir / 'linear'}",
             "checkpoint.enabled=false",
         ]
