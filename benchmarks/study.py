@@ -90,6 +90,8 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     "baselines": [("byol", "default"), ("mocov2plus", "default")],
     # the budget's order of the ablations (issue 9): kl_weight first, then the rest
     "kl": [("effssl", "kl_weight=0")],
+    # the EMA half of "official", alone: grad vs ema (the default rule) needs its 3 seeds first
+    "ema": [("effssl", "bank_update=ema")],
     "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
     # issue 13: the effect of bfloat16 bank products on a short run

@@ -10,7 +10,7 @@ set -u
 OUT=${OUT:-benchmarks/results/study}
 COMMON=(--batch 256 --epochs 50 --eval-epochs 5 10 20 30 40 50
         --effssl-overrides optimizer.lr=0.1 --out "$OUT")
-python benchmarks/study.py --plan main official kl --seeds 0 1 2 "${COMMON[@]}"
+python benchmarks/study.py --plan main ema official kl --seeds 0 1 2 "${COMMON[@]}"
 python benchmarks/study.py --plan baselines --seeds 0 "${COMMON[@]}"
 python benchmarks/study.py --plan rest --seeds 0 1 2 "${COMMON[@]}"
 python benchmarks/study.py --plan baselines --seeds 1 2 "${COMMON[@]}"
