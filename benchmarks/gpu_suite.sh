@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One GPU, under 10 minutes: EffSSL against SimCLR on the full CIFAR-10 training set with
-# timm resnet18 (low-resolution stem) at equal wall-clock, and the step cost of every method.
+# timm resnet18 (low-resolution stem), kNN per epoch and per wall-clock minute (the study's
+# report compares them at equal minutes), and the step cost of every method.
 # Writes CSV, PNG and report.md under $OUT (default benchmarks/results/gpu).
 #
 #   bash benchmarks/gpu_suite.sh                                    # on a GPU machine
-#   DEVICE=cpu MODEL=mobilenetv3_small_100 BUDGET_MIN=0.3 EVALS=1 BATCH=64 STEP_BATCH=32 OUT=/tmp/gpu_smoke bash benchmarks/gpu_suite.sh   # CPU smoke
+#   DEVICE=cpu MODEL=mobilenetv3_small_100 EPOCHS=1 FRACTION=0.02 BATCH=64 STEP_BATCH=32 OUT=/tmp/gpu_smoke bash benchmarks/gpu_suite.sh   # CPU smoke
 #
 # Needs the CIFAR-10 JPEG archive in ../shared/data (or DATA_DIR with train/ and test/).
 set -euo pipefail
@@ -13,14 +14,15 @@ DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-resnet18}
 BATCH=${BATCH:-512}
 STEP_BATCH=${STEP_BATCH:-256}
-BUDGET_MIN=${BUDGET_MIN:-3}           # training minutes per method (kNN evaluations not counted)
-EVALS=${EVALS:-3}                     # kNN evaluations per run (50,000 + 10,000 images each)
+EPOCHS=${EPOCHS:-15}                  # per method; kNN after every third epoch and the last
+FRACTION=${FRACTION:-1}               # share of the 50,000 training images
 WORKERS=${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
 OUT=${OUT:-benchmarks/results/gpu}
 DATA_DIR=${DATA_DIR:-$HOME/.cache/effssl/cifar10}
 MACHINE=auto
 STEP_ARGS=(--rounds 3 --steps 5)
 if [ "$DEVICE" = cpu ]; then MACHINE=cpu; STEP_ARGS=(--rounds 1 --steps 1 --samples 2000); fi
+EVAL_EPOCHS=$(seq 3 3 "$EPOCHS" | tr '\n' ' ')
 mkdir -p "$OUT"
 { date; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } > "$OUT/machine.txt"
 
@@ -32,8 +34,9 @@ fi
 echo "== step cost ($DEVICE, $MODEL, batch $STEP_BATCH)"
 python benchmarks/step_cost.py --device "$DEVICE" --model "$MODEL" --batch "$STEP_BATCH" "${STEP_ARGS[@]}" --out "$OUT"
 
-echo "== effssl vs simclr, $BUDGET_MIN min each, full CIFAR-10"
-python benchmarks/accuracy_vs_time.py --machine "$MACHINE" --methods effssl simclr \
-    --model "$MODEL" --batch "$BATCH" --budget-min "$BUDGET_MIN" --evals "$EVALS" \
-    --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/accuracy_vs_time"
+echo "== effssl vs simclr, $EPOCHS epochs each, CIFAR-10 share $FRACTION"
+# shellcheck disable=SC2086  # EVAL_EPOCHS is a list of numbers
+python benchmarks/study.py --plan main --seeds 0 --machine "$MACHINE" --model "$MODEL" \
+    --fraction "$FRACTION" --batch "$BATCH" --epochs "$EPOCHS" --eval-epochs $EVAL_EPOCHS "$EPOCHS" \
+    --negatives 10000 --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/study"
 echo "results in $OUT"

@@ -44,18 +44,21 @@ import random
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 import types
 import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from accuracy_vs_time import CIFAR_MEAN, CIFAR_STD, ensure_data  # noqa: E402
-
+#: all of CIFAR-10 as JPEG folders (see ../shared/data/README); extracted once to --data-dir
+ARCHIVE = REPO.parent / "shared" / "data" / "cifar10_jpg_q75.tar.gz"
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 K, T = 200, 0.07
 METHODS = ("effssl", "simclr", "byol", "mocov2plus", "official")
+#: the study's EffSSL baseline (the "default" variant): the gradient bank rule, the package
+#: default when the study began, pinned so the runs keep their meaning when a default changes
+EFFSSL_BASE = ["method_kwargs.bank_update=grad"]
 #: effssl variants (launcher overrides) for the ablations
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -112,6 +115,19 @@ def run_name(method: str, variant: str, seed: int) -> str:
     return f"{method}__{variant.replace('=', '-')}__s{seed}"
 
 
+def ensure_data(data_dir: Path) -> Path:
+    """CIFAR-10 JPEG folders (train/, test/), extracted once from the shared archive."""
+    if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
+        return data_dir
+    if not ARCHIVE.is_file():
+        sys.exit(f"no data: {ARCHIVE} not found; pass --data-dir with train/ and test/")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"extracting {ARCHIVE} to {data_dir} ...", flush=True)
+    with tarfile.open(ARCHIVE) as tar:
+        tar.extractall(data_dir, filter="data")
+    return data_dir
+
+
 def load_images(paths: list[str]):
     """Images as normalised float tensors (decoded once)."""
     import torch
@@ -153,11 +169,12 @@ def knn_eval(backbone, sets) -> tuple[float, float]:
 
     was_training = backbone.training
     backbone.eval()
+    device = next(backbone.parameters()).device  # the training device (GPU: --machine auto)
     feats = []
     with torch.no_grad():
         for x in (sets[0], sets[2]):
-            out = [backbone(x[i : i + 500]).float() for i in range(0, x.shape[0], 500)]
-            feats.append(torch.cat(out))
+            chunks = (x[i : i + 500].to(device) for i in range(0, x.shape[0], 500))
+            feats.append(torch.cat([backbone(c).float().cpu() for c in chunks]))
     backbone.train(was_training)
     knn = WeightedKNNClassifierTM1(k=K, T=T, distance_fx="cosine")
     knn(train_features=feats[0], train_targets=sets[1])
@@ -239,22 +256,11 @@ def paused(out: Path) -> bool:
 
 
 # ------------------------------------------------------------- launcher runs
-def launcher_worker(args) -> None:
-    """One run through this package's launcher (effssl or a solo-learn baseline)."""
-    warnings.filterwarnings("ignore")
-    from hydra import compose, initialize_config_module
-    from lightning.pytorch.callbacks import Callback
-
-    from effssl_plugin.main_pretrain import pretrain
-
-    data = ensure_data(args.data_dir)
-    sets = eval_sets(data, args.fraction)
-    run_dir = args.out / "runs" / run_name(args.method, args.variant, args.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record_start(run_dir)
-    log = EvalLog(run_dir)
+def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
+    """The launcher's config overrides for one run: the study's settings, then (effssl)
+    :data:`EFFSSL_BASE` and ``--effssl-overrides``, then the variant's, which win."""
     overrides = [
-        "machine=cpu",
+        f"machine={args.machine}",
         "dataset=custom_lowres",
         f"data.train_path={data / 'train'}",
         "data.val_path=null",
@@ -269,10 +275,31 @@ def launcher_worker(args) -> None:
         "auto_resume.enabled=true",
         "auto_resume.max_hours=1000000",  # a study continues across sessions days apart
         f"seed={args.seed}",
-        *VARIANTS[args.variant],
     ]
     if args.method == "effssl":
-        overrides += [f"method_kwargs.num_negatives={args.negatives}", *args.effssl_overrides]
+        overrides += [
+            f"method_kwargs.num_negatives={args.negatives}",
+            *EFFSSL_BASE,
+            *args.effssl_overrides,
+        ]
+    return overrides + VARIANTS[args.variant]  # last: Hydra keeps the last value of a key
+
+
+def launcher_worker(args) -> None:
+    """One run through this package's launcher (effssl or a solo-learn baseline)."""
+    warnings.filterwarnings("ignore")
+    from hydra import compose, initialize_config_module
+    from lightning.pytorch.callbacks import Callback
+
+    from effssl_plugin.main_pretrain import pretrain
+
+    data = ensure_data(args.data_dir)
+    sets = eval_sets(data, args.fraction)
+    run_dir = args.out / "runs" / run_name(args.method, args.variant, args.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_start(run_dir)
+    log = EvalLog(run_dir)
+    overrides = launcher_overrides(args, data, run_dir)
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         cfg = compose(args.method, overrides=overrides)
     eval_epochs = set(args.eval_epochs)
@@ -514,6 +541,8 @@ def write_settings(args) -> None:
         "effssl_overrides": args.effssl_overrides,
         "knn": {"k": K, "T": T},
     }
+    if args.machine != "cpu":  # recorded only when not the default (older studies lack it)
+        settings["machine"] = args.machine
     path = args.out / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -584,6 +613,8 @@ def common_argv(args) -> list[str]:
         *args.effssl_overrides,
         "--workers",
         str(args.workers),
+        "--machine",
+        args.machine,
         "--data-dir",
         str(args.data_dir),
         "--out",
@@ -612,7 +643,7 @@ def linear_probes(args) -> None:
             "-m",
             "effssl_plugin.main_linear",
             f"pretrained_feature_extractor={pretrain_dir}",
-            "machine=cpu",
+            f"machine={args.machine}",
             f"data.val_path={data / 'test'}",
             f"data.fraction={args.fraction if args.fraction < 1 else -1}",
             f"data.num_workers={args.workers}",
@@ -711,6 +742,8 @@ def clipped_seconds(points: list[tuple[float, float]]) -> dict[int, float]:
 
 
 def label(method: str, variant: str) -> str:
+    if method == "effssl" and variant == "default":
+        return "effssl (grad)"  # EFFSSL_BASE
     return method if variant == "default" else f"{method} ({variant})"
 
 
@@ -970,6 +1003,12 @@ def main() -> None:
         "optimizer.lr=0.1 (recorded in settings.json)",
     )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--machine",
+        default="cpu",
+        choices=["cpu", "auto"],
+        help="the launcher's machine preset: cpu, or auto (all GPUs if any; gpu_suite.sh)",
+    )
     p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "effssl" / "cifar10")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "study")
     p.add_argument(

@@ -25,6 +25,7 @@ def make_args(out, **kw) -> argparse.Namespace:
         eval_epochs=[5, 10],
         negatives=-1,
         effssl_overrides=[],
+        machine="cpu",
     )
     return argparse.Namespace(**{**base, **kw})
 
@@ -66,8 +67,32 @@ def test_finished_needs_the_last_evaluation(tmp_path):
 def test_settings_of_another_study_are_refused(tmp_path):
     study.write_settings(make_args(tmp_path))
     study.write_settings(make_args(tmp_path))  # same settings: fine
+    assert "machine" not in json.loads((tmp_path / "settings.json").read_text())  # cpu: implied
     with pytest.raises(SystemExit, match="other settings"):
         study.write_settings(make_args(tmp_path, batch=256))
+    with pytest.raises(SystemExit, match="other settings"):
+        study.write_settings(make_args(tmp_path, machine="auto"))
+
+
+def test_effssl_runs_pin_the_grad_baseline_and_variants_override_it(tmp_path):
+    from omegaconf import OmegaConf
+
+    def composed(method: str, variant: str):
+        from hydra import compose, initialize_config_module
+
+        args = make_args(tmp_path, method=method, variant=variant, seed=1, workers=0)
+        args.effssl_overrides = ["optimizer.lr=0.1"]
+        overrides = study.launcher_overrides(args, tmp_path, tmp_path / "run")
+        with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+            return OmegaConf.to_container(compose(method, overrides=overrides))
+
+    default = composed("effssl", "default")
+    assert default["method_kwargs"]["bank_update"] == "grad"  # whatever the package default
+    assert default["optimizer"]["lr"] == 0.1 and default["seed"] == 1
+    assert composed("effssl", "bank_update=ema")["method_kwargs"]["bank_update"] == "ema"
+    assert composed("effssl", "kl_weight=0")["method_kwargs"]["bank_update"] == "grad"
+    assert composed("simclr", "default")["optimizer"]["lr"] != 0.1  # effssl overrides only
+    assert study.label("effssl", "default") == "effssl (grad)"
 
 
 def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
@@ -83,7 +108,7 @@ def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
     study.report(args)
     text = (tmp_path / "report.md").read_text()
     mean, std = statistics.fmean([40, 42, 47]), statistics.stdev([40, 42, 47])
-    assert f"| effssl | 3 | 10 | {mean:.2f} +- {std:.2f} | 40.00, 42.00, 47.00 |" in text
+    assert f"| effssl (grad) | 3 | 10 | {mean:.2f} +- {std:.2f} | 40.00, 42.00, 47.00 |" in text
     assert "| simclr | 1 | 5 (unfinished) | 35.00 +- 0.00 |" in text
     assert "50.50 +- 0.00 (n=1)" in text
     assert (tmp_path / "study.png").stat().st_size > 0
@@ -144,7 +169,7 @@ def test_comparisons_read_both_arms_at_the_shorter_arms_minutes():
         ("byol", "default"): {0: run(200.0, 40.0)[:1]},  # unfinished: left out
     }
     lines = "\n".join(study.comparison_lines(runs, epochs=10))
-    assert "| effssl | simclr | kNN at epoch 10 | 41.00 +- 1.00 (n=3) | 41.00 +- 1.00" in lines
+    assert "| effssl (grad) | simclr | kNN at epoch 10 | 41.00 +- 1.00 (n=3) | 41.00" in lines
     # at 100 s (1.7 min) simclr is half-way: 10 points lower on every seed, beyond the spread
     assert "kNN at 1.7 min | 41.00 +- 1.00 (n=3) | 31.00 +- 1.00 (n=3) | +10.00 | A > B" in lines
     assert "byol" not in lines
