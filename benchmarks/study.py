@@ -630,7 +630,7 @@ def linear_probes(args) -> None:
     the run's training share as labelled data, the 10,000 test images), into
     ``<run>/linear.json``; finished probes are skipped."""
     data = ensure_data(args.data_dir)
-    for run_dir in sorted((args.out / "runs").glob("*__*__s*")):
+    for run_dir in run_dirs(args):
         method, variant, seed = run_dir.name.split("__")
         target = run_dir / "linear.json"
         if method == "official" or target.exists():
@@ -700,10 +700,15 @@ def random_init_reference(args) -> None:
 
 
 # ---------------------------------------------------------------------- report
+def run_dirs(args) -> list[Path]:
+    """Every run's folder (``<method>__<variant>__s<seed>``), sorted."""
+    return sorted((args.out / "runs").glob("*__*__s*"))
+
+
 def collect(args) -> dict[tuple[str, str], dict[int, list[dict]]]:
     """{(method, variant): {seed: evaluation rows}} for every run with results."""
     out: dict[tuple[str, str], dict[int, list[dict]]] = {}
-    for run_dir in sorted((args.out / "runs").glob("*__*__s*")):
+    for run_dir in run_dirs(args):
         method, variant, seed = run_dir.name.split("__")
         log = EvalLog(run_dir)
         rows = [{k: float(v) for k, v in r.items()} for r in log.rows()]
@@ -911,7 +916,12 @@ def report(args) -> None:
             "above it.",
             "",
         ]
+    spent = [max((t for _, t in EvalLog(d).time_points()), default=0.0) for d in run_dirs(args)]
     lines += [
+        f"Compute so far: {sum(spent) / 3600:.1f} h of training wall-clock over {len(spent)} "
+        "runs (raw, so including other work on the machine; evaluations, linear probes and "
+        "the untrained-backbone reference not counted).",
+        "",
         "| method | seeds | final epoch | kNN top-1 at the end | values "
         "| train min (raw / clipped) | linear top-1 | values |",
         "|---|---|---|---|---|---|---|---|",

@@ -102,6 +102,10 @@ def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
     for seed, v in enumerate([40.0, 42.0, 47.0]):
         add_run(tmp_path, "effssl", "default", seed, [30.0, v])
     add_run(tmp_path, "simclr", "default", 0, [35.0], epochs=(5,))  # interrupted
+    for seed, seconds in ((0, 1000.0), (1, 800.0)):  # seed 2 and simclr: no time.csv
+        log = study.EvalLog(tmp_path / "runs" / study.run_name("effssl", "default", seed))
+        log.add_time(5, seconds / 2)
+        log.add_time(10, seconds)
     (tmp_path / "runs" / study.run_name("effssl", "default", 1) / "linear.json").write_text(
         json.dumps({"val_acc1": 50.5})
     )
@@ -111,6 +115,7 @@ def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
     assert f"| effssl (grad) | 3 | 10 | {mean:.2f} +- {std:.2f} | 40.00, 42.00, 47.00 |" in text
     assert "| simclr | 1 | 5 (unfinished) | 35.00 +- 0.00 |" in text
     assert "50.50 +- 0.00 (n=1)" in text
+    assert "Compute so far: 0.5 h of training wall-clock over 4 runs" in text
     assert (tmp_path / "study.png").stat().st_size > 0
 
 
