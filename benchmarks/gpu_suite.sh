@@ -5,7 +5,7 @@
 # Writes CSV, PNG and report.md under $OUT (default benchmarks/results/gpu).
 #
 #   bash benchmarks/gpu_suite.sh                                    # on a GPU machine
-#   DEVICE=cpu MODEL=mobilenetv3_small_100 EPOCHS=1 FRACTION=0.02 BATCH=64 STEP_BATCH=32 OUT=/tmp/gpu_smoke bash benchmarks/gpu_suite.sh   # CPU smoke
+#   DEVICE=cpu MODEL=mobilenetv3_small_100 EPOCHS=1 FRACTION=0.02 NEGATIVES=-1 BATCH=64 STEP_BATCH=32 OUT=/tmp/gpu_smoke bash benchmarks/gpu_suite.sh   # CPU smoke
 #
 # Needs the CIFAR-10 JPEG archive in ../shared/data (or DATA_DIR with train/ and test/).
 set -euo pipefail
@@ -16,6 +16,7 @@ BATCH=${BATCH:-512}
 STEP_BATCH=${STEP_BATCH:-256}
 EPOCHS=${EPOCHS:-15}                  # per method; kNN after every third epoch and the last
 FRACTION=${FRACTION:-1}               # share of the 50,000 training images
+NEGATIVES=${NEGATIVES:-10000}         # effssl k (run.sh); -1 = all rows (a small FRACTION)
 WORKERS=${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
 OUT=${OUT:-benchmarks/results/gpu}
 DATA_DIR=${DATA_DIR:-$HOME/.cache/effssl/cifar10}
@@ -38,5 +39,5 @@ echo "== effssl vs simclr, $EPOCHS epochs each, CIFAR-10 share $FRACTION"
 # shellcheck disable=SC2086  # EVAL_EPOCHS is a list of numbers
 python benchmarks/study.py --plan main --seeds 0 --machine "$MACHINE" --model "$MODEL" \
     --fraction "$FRACTION" --batch "$BATCH" --epochs "$EPOCHS" --eval-epochs $EVAL_EPOCHS "$EPOCHS" \
-    --negatives 10000 --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/study"
+    --negatives "$NEGATIVES" --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/study"
 echo "results in $OUT"

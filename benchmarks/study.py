@@ -568,6 +568,7 @@ def run_all(args) -> None:
         )
     # in the order of the plans (the budget's priority), each plan seed by seed
     runs = [(m, v, s) for plan in args.plan for s in args.seeds for m, v in PLANS[plan]]
+    failed = []
     for method, variant, seed in dict.fromkeys(runs):
         if paused(args.out):
             print("PAUSE present: stopping before the next run")
@@ -592,7 +593,11 @@ def run_all(args) -> None:
         with open(log, "a") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=args.out)
         print(f"   exit {proc.returncode} after {(time.time() - start) / 60:.1f} min", flush=True)
+        if proc.returncode != 0 and not paused(args.out):
+            failed.append(run_name(method, variant, seed))
     report(args)
+    if failed:  # the other runs went on; their errors are in runs.log
+        sys.exit(f"failed: {', '.join(failed)} (see {log})")
 
 
 def common_argv(args) -> list[str]:

@@ -178,3 +178,21 @@ def test_comparisons_read_both_arms_at_the_shorter_arms_minutes():
     # at 100 s (1.7 min) simclr is half-way: 10 points lower on every seed, beyond the spread
     assert "kNN at 1.7 min | 41.00 +- 1.00 (n=3) | 31.00 +- 1.00 (n=3) | +10.00 | A > B" in lines
     assert "byol" not in lines
+
+
+def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    args = make_args(tmp_path, plan=["main"], seeds=[0], workers=1, data_dir=tmp_path)
+    args.official_src = None
+    started = []
+
+    def fake_run(cmd, **kwargs):
+        started.append(cmd[cmd.index("--method") + 1])
+        return SimpleNamespace(returncode=1 if started[-1] == "effssl" else 0)
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    monkeypatch.setattr(study, "report", lambda args: None)
+    with pytest.raises(SystemExit, match=r"failed: effssl__default__s0 \(see "):
+        study.run_all(args)
+    assert started == ["effssl", "simclr"]
