@@ -180,6 +180,23 @@ def test_comparisons_read_both_arms_at_the_shorter_arms_minutes():
     assert "byol" not in lines
 
 
+def test_epochs_to_reach_use_a_level_every_seed_reaches():
+    def run(top1_at_5: float, top1_at_10: float) -> list[dict]:
+        return [
+            {"epoch": 5.0, "clipped_s": 50.0, "knn_top1": top1_at_5},
+            {"epoch": 10.0, "clipped_s": 100.0, "knn_top1": top1_at_10},
+        ]
+
+    runs = {  # fast reaches 38 (the slow arm's lowest final) at epoch 5 + 5 * 8 / 10 = 9
+        ("effssl", "default"): {s: run(30.0, 40.0) for s in range(3)},
+        ("effssl", "kl_weight=0"): {0: run(20.0, 38.0), 1: run(20.0, 39.0), 2: run(20.0, 40.0)},
+    }
+    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    assert "epochs to kNN 38.0 (lower is better) | 9.00 +- 0.00 (n=3) |" in lines
+    # slow: 10, 5 + 5 * 18 / 19 and 9.5 epochs; more epochs (B > A) is the slower arm
+    assert "| 9.75 +- 0.25 (n=3) | -0.75 | B > A |" in lines
+
+
 def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
