@@ -23,7 +23,7 @@ DATA_DIR=${DATA_DIR:-$HOME/.cache/effssl/cifar10}
 MACHINE=auto
 STEP_ARGS=(--rounds 3 --steps 5)
 if [ "$DEVICE" = cpu ]; then MACHINE=cpu; STEP_ARGS=(--rounds 1 --steps 1 --samples 2000); fi
-EVAL_EPOCHS=$(seq 3 3 "$EPOCHS" | tr '\n' ' ')
+EVAL_EPOCHS=$( (seq 3 3 "$EPOCHS"; echo "$EPOCHS") | sort -nu | tr '\n' ' ')  # and the last
 mkdir -p "$OUT"
 { date; nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"; } > "$OUT/machine.txt"
 
@@ -38,6 +38,6 @@ python benchmarks/step_cost.py --device "$DEVICE" --model "$MODEL" --batch "$STE
 echo "== effssl vs simclr, $EPOCHS epochs each, CIFAR-10 share $FRACTION"
 # shellcheck disable=SC2086  # EVAL_EPOCHS is a list of numbers
 python benchmarks/study.py --plan main --seeds 0 --machine "$MACHINE" --model "$MODEL" \
-    --fraction "$FRACTION" --batch "$BATCH" --epochs "$EPOCHS" --eval-epochs $EVAL_EPOCHS "$EPOCHS" \
+    --fraction "$FRACTION" --batch "$BATCH" --epochs "$EPOCHS" --eval-epochs $EVAL_EPOCHS \
     --negatives "$NEGATIVES" --workers "$WORKERS" --data-dir "$DATA_DIR" --out "$OUT/study"
 echo "results in $OUT"
