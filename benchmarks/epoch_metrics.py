@@ -1,6 +1,6 @@
 """Per-epoch training metrics of a study's runs, side by side: for each seed, every variant's
-epoch means of the logged losses (from each run's Lightning ``metrics.csv``), then the
-largest relative difference between two variants of the same seed.
+epoch means of the logged losses (from each run's Lightning ``metrics.csv``), then each
+variant's largest relative difference from the ``default`` run of the same seed.
 
     python benchmarks/epoch_metrics.py benchmarks/results/bank_bf16 \\
         [--metrics train_ce_loss_epoch train_kl_loss_epoch train_own_prob_epoch]
@@ -46,17 +46,17 @@ def main() -> None:
                     f"{epochs[e].get(name, float('nan')):.5g}" for e in sorted(epochs)
                 )
                 print(f"    {variant:<28} {values}")
-            names = list(variants)
-            if len(names) == 2:
-                a, b = (variants[n] for n in names)
+            ref = variants.get("default")  # every other variant against the default run
+            for variant, epochs in variants.items():
+                if ref is None or variant == "default":
+                    continue
                 diffs = [
-                    abs(a[e][name] - b[e][name]) / abs(a[e][name])
-                    for e in sorted(set(a) & set(b))
-                    if name in a[e] and name in b[e] and a[e][name]
+                    abs(epochs[e][name] - ref[e][name]) / abs(ref[e][name])
+                    for e in sorted(set(ref) & set(epochs))
+                    if name in ref[e] and name in epochs[e] and ref[e][name]
                 ]
                 if diffs:
-                    print(f"    largest relative difference: {max(diffs):.2%}")
-
+                    print(f"    {variant}: largest relative difference {max(diffs):.2%}")
 
 if __name__ == "__main__":
     main()

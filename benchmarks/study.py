@@ -80,6 +80,7 @@ VARIANTS: dict[str, list[str]] = {
     ],
     "lr=0.1,ema": ["optimizer.lr=0.1", "method_kwargs.bank_update=ema"],
     "bank_matmul=bfloat16": ["method_kwargs.bank_matmul=bfloat16"],
+    "bank=bfloat16": ["method_kwargs.bank_matmul=bfloat16", "method_kwargs.bank_dtype=bfloat16"],
 }
 PLANS: dict[str, list[tuple[str, str]]] = {
     "main": [("effssl", "default"), ("simclr", "default")],
@@ -97,8 +98,12 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     "ema": [("effssl", "bank_update=ema")],
     "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
-    # issue 13: the effect of bfloat16 bank products on a short run
-    "precision": [("effssl", "default"), ("effssl", "bank_matmul=bfloat16")],
+    # issue 13: the effect of bfloat16 bank products (and bfloat16 rows) on a short run
+    "precision": [
+        ("effssl", "default"),
+        ("effssl", "bank_matmul=bfloat16"),
+        ("effssl", "bank=bfloat16"),
+    ],
     "probe": [
         ("effssl", "default"),
         ("effssl", "lr=0.1"),
