@@ -58,5 +58,6 @@ def main() -> None:
                 if diffs:
                     print(f"    {variant}: largest relative difference {max(diffs):.2%}")
 
+
 if __name__ == "__main__":
     main()
