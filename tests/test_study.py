@@ -213,3 +213,25 @@ def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, m
     with pytest.raises(SystemExit, match=r"failed: effssl__default__s0 \(see "):
         study.run_all(args)
     assert started == ["effssl", "simclr"]
+
+
+def test_epoch_metrics_compare_every_variant_with_the_default_run(tmp_path, capsys, monkeypatch):
+    import epoch_metrics
+
+    def write(variant: str, ce: list[float], session: str = "a") -> None:
+        logs = tmp_path / "runs" / f"effssl__{variant}__s0" / "ckpt" / session / "logs"
+        logs.mkdir(parents=True)
+        rows = "".join(f"{e},{v},\n" for e, v in enumerate(ce))
+        (logs / "metrics.csv").write_text("epoch,train_ce_loss_epoch,other\n" + rows)
+
+    write("default", [8.0, 4.0])
+    write("bank-bfloat16", [8.0, 5.0])
+    write("bank_matmul-bfloat16", [8.8, 3.0])
+    write("bank_matmul-bfloat16", [8.8, 4.2], session="b")  # a resumed run: later sessions win
+    argv = ["epoch_metrics.py", str(tmp_path), "--metrics", "train_ce_loss_epoch"]
+    monkeypatch.setattr(sys, "argv", argv)
+    epoch_metrics.main()
+    out = capsys.readouterr().out
+    assert "bank-bfloat16: largest relative difference 25.00%" in out  # |5 - 4| / 4
+    assert "bank_matmul-bfloat16: largest relative difference 10.00%" in out  # |8.8 - 8| / 8
+    assert "default: largest" not in out
