@@ -23,7 +23,10 @@ Resumable: a finished run (its last evaluation in ``evals.csv``) is skipped; an 
 one continues from its last checkpoint (the launcher's auto-resume, or the official
 harness's own checkpoint); while a file ``PAUSE`` exists in ``--out`` no new run starts and
 a running one stops after its current epoch's checkpoint (continue by deleting ``PAUSE`` and
-running the same command). ``report.md`` and the plots are rebuilt from whatever finished.
+running the same command). ``--stop-after N`` trains each run's ``--epochs`` schedule only
+through epoch N (a cheap look at the early curve of more seeds); a later call with a larger N,
+or without it, continues those runs. ``report.md`` and the plots are rebuilt from whatever
+finished.
 
 The official reference needs the official repository's source: ``--official-src DIR`` (or
 ``$EFFSSL_OFFICIAL_SRC``), e.g. ``git clone https://github.com/CupidJay/Efficient_SSL``; it
@@ -260,6 +263,11 @@ def paused(out: Path) -> bool:
     return (out / "PAUSE").exists()
 
 
+def last_epoch(args) -> int:
+    """The epoch after which runs stop: ``--epochs``, or ``--stop-after`` when earlier."""
+    return min(args.epochs, args.stop_after or args.epochs)
+
+
 # ------------------------------------------------------------- launcher runs
 def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
     """The launcher's config overrides for one run: the study's settings, then (effssl)
@@ -332,7 +340,7 @@ def launcher_worker(args) -> None:
                     knn_top5=round(top5, 3),
                 )
                 print(f"[{run_dir.name}] epoch {epoch}: kNN top-1 {top1:.2f}", flush=True)
-            if paused(out):
+            if paused(out) or epoch >= last_epoch(args):
                 trainer.should_stop = True
             self.t0 = time.perf_counter()
 
@@ -528,7 +536,7 @@ def official_worker(args) -> None:
                 knn_top5=round(top5, 3),
             )
             print(f"[{run_dir.name}] epoch {epoch + 1}: kNN top-1 {top1:.2f}", flush=True)
-        if paused(args.out):
+        if paused(args.out) or epoch + 1 >= last_epoch(args):
             return
         t0 = time.perf_counter()
 
@@ -559,7 +567,7 @@ def write_settings(args) -> None:
 
 def finished(args, method: str, variant: str, seed: int) -> bool:
     rows = EvalLog(args.out / "runs" / run_name(method, variant, seed)).rows()
-    return any(int(r["epoch"]) >= args.epochs for r in rows)
+    return any(int(r["epoch"]) >= last_epoch(args) for r in rows)
 
 
 def run_all(args) -> None:
@@ -630,6 +638,8 @@ def common_argv(args) -> list[str]:
         "--out",
         str(args.out),
     ]
+    if args.stop_after:
+        argv += ["--stop-after", str(args.stop_after)]
     if args.official_src is not None:
         argv += ["--official-src", str(args.official_src)]
     return argv
@@ -1016,6 +1026,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--eval-epochs", type=int, nargs="+", default=None)
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="stop every run after this epoch of its --epochs schedule (resumable)",
+    )
     p.add_argument("--negatives", type=int, default=-1, help="effssl num_negatives (-1: all rows)")
     p.add_argument(
         "--effssl-overrides",

@@ -7,6 +7,7 @@ import argparse
 import json
 import statistics
 import sys
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO
@@ -26,6 +27,7 @@ def make_args(out, **kw) -> argparse.Namespace:
         negatives=-1,
         effssl_overrides=[],
         machine="cpu",
+        stop_after=None,
     )
     return argparse.Namespace(**{**base, **kw})
 
@@ -62,6 +64,27 @@ def test_finished_needs_the_last_evaluation(tmp_path):
     )
     assert study.finished(args, "effssl", "default", 0)
     assert not study.finished(args, "effssl", "default", 1)
+
+
+def test_stop_after_counts_a_run_done_at_that_epoch_and_reaches_the_workers(tmp_path, monkeypatch):
+    args = make_args(tmp_path, stop_after=5, plan=["main"], seeds=[0], workers=1)
+    args.data_dir, args.official_src = tmp_path, None
+    add_run(tmp_path, "effssl", "default", 0, [20], epochs=(5,))
+    assert study.finished(args, "effssl", "default", 0)  # done through epoch 5 of 10
+    assert not study.finished(make_args(tmp_path), "effssl", "default", 0)  # continued later
+    assert study.last_epoch(make_args(tmp_path, stop_after=50)) == 10  # never past --epochs
+    started = []
+
+    def fake_run(cmd, **kwargs):
+        started.append(cmd)
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    monkeypatch.setattr(study, "report", lambda args: None)
+    study.run_all(args)
+    (cmd,) = started  # effssl seed 0 was skipped: only simclr ran
+    assert cmd[cmd.index("--method") + 1] == "simclr"
+    assert cmd[cmd.index("--stop-after") + 1] == "5"
 
 
 def test_settings_of_another_study_are_refused(tmp_path):
@@ -198,8 +221,6 @@ def test_epochs_to_reach_use_a_level_every_seed_reaches():
 
 
 def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
     args = make_args(tmp_path, plan=["main"], seeds=[0], workers=1, data_dir=tmp_path)
     args.official_src = None
     started = []
