@@ -13,6 +13,7 @@ COMMON=(--batch 256 --epochs 50 --eval-epochs 5 10 20 30 40 50
 python benchmarks/study.py --plan main ema official --seeds 0 1 2 "${COMMON[@]}" --out "$OUT"
 # the official loop's seed 1 learned slowly from the start (BENCHMARKS 3c): seeds 3-5 of the
 # official loop and of this plugin's ema, the first 10 epochs of the same 50-epoch schedule
+python benchmarks/study.py --random-init --seeds 3 4 5 "${COMMON[@]}" --out "${OUT}_seeds"
 python benchmarks/study.py --plan official --seeds 3 4 5 --stop-after 10 "${COMMON[@]}" \
     --out "${OUT}_seeds"
 python benchmarks/study.py --plan kl --seeds 0 1 2 "${COMMON[@]}" --out "$OUT"
