@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -256,3 +258,42 @@ def test_epoch_metrics_compare_every_variant_with_the_default_run(tmp_path, caps
     assert "bank-bfloat16: largest relative difference 25.00%" in out  # |5 - 4| / 4
     assert "bank_matmul-bfloat16: largest relative difference 10.00%" in out  # |8.8 - 8| / 8
     assert "default: largest" not in out
+
+
+NEEDS_OFFICIAL = pytest.mark.skipif(
+    not os.environ.get("EFFSSL_OFFICIAL_SRC"),
+    reason="needs the official code: EFFSSL_OFFICIAL_SRC=<checkout of CupidJay/Efficient_SSL>",
+)
+#: runs benchmarks/official_step_check.py, with the official SqrtKL scaled by argv[1]
+STEP_CHECK = """
+import sys
+factor = float(sys.argv[1])
+sys.argv = ["official_step_check.py", "--steps", "3"]
+sys.path.insert(0, "benchmarks")
+import official_step_check, study
+load = study.load_official
+def scaled(src):
+    module = load(src)
+    kl = module.SqrtKL
+    module.SqrtKL = lambda out, pow_kl=0.5, **kw: factor * kl(out, pow_kl, **kw)
+    return module
+study.load_official = scaled
+official_step_check.main()
+"""
+
+
+@pytest.mark.slow
+@NEEDS_OFFICIAL
+@pytest.mark.parametrize("kl_factor", [1.0, 0.9])
+def test_training_steps_match_the_official_loop_and_a_changed_kl_weight_does_not(kl_factor):
+    proc = subprocess.run(
+        [sys.executable, "-c", STEP_CHECK, str(kl_factor)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout.count("step ") == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if kl_factor == 1.0:  # the official code as it is
+        assert proc.returncode == 0 and "MATCH" in proc.stdout, proc.stdout[-3000:]
+    else:  # lambda 18 instead of 20 on the official side only
+        assert proc.returncode == 1 and "DIFFERENT" in proc.stdout, proc.stdout[-3000:]
