@@ -197,7 +197,7 @@ def main() -> None:
         print(f"[official] patch: {line}")
     torch.manual_seed(args.seed)
     module = build_plugin(args)
-    start = {k: v.clone() for k, v in module.state_dict().items()}
+    initial = {k: v.clone() for k, v in module.state_dict().items()}
     model = build_official(official, module, args)
     images = torch.randn(args.samples, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     # calibrated rows (the untrained network's features, as the calibration pass writes
@@ -208,7 +208,7 @@ def main() -> None:
         )
         noise = 0.5 * torch.randn(feats.shape, generator=torch.Generator().manual_seed(3))
         rows = F.normalize(F.normalize(feats, dim=1) + noise / feats.shape[1] ** 0.5, dim=1)
-    module.load_state_dict(start)  # BatchNorm running statistics as before that pass
+    module.load_state_dict(initial)  # BatchNorm running statistics as before that pass
     order = torch.randperm(args.samples, generator=torch.Generator().manual_seed(2))
     batches = [order[i * args.batch : (i + 1) * args.batch] for i in range(args.steps)]
     assert all(len(b) == args.batch for b in batches), "--samples too small for the steps"
