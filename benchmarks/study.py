@@ -832,7 +832,7 @@ COMPARISONS = [
     (EFFSSL, ("effssl", "bank_update=ema"), "reach"),
     # epochs only: the ema runs ran in a faster session than simclr's (BENCHMARKS 3c)
     (("effssl", "bank_update=ema"), ("simclr", "default"), "end"),
-    (("official", "default"), ("effssl", "bank_update=ema"), "end"),
+    (("official", "default"), ("effssl", "bank_update=ema"), "curve"),
     (EFFSSL, ("effssl", "kl_weight=0"), "end"),
     (EFFSSL, ("effssl", "kl_weight=0"), "reach"),
     (EFFSSL, ("effssl", "bank_init=random"), "end"),
@@ -845,11 +845,13 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
     only. ``end``: kNN after the last epoch; ``minutes``: kNN at the shorter arm's mean
     (clipped) training time, interpolated along each run's curve (equal compute);
     ``reach``: the epoch at which each seed first reaches the lowest final kNN of any
-    seed of either arm (so that every seed reaches it)."""
+    seed of either arm (so that every seed reaches it); ``curve``: kNN at every evaluated
+    epoch, over the seeds that reached it (unfinished runs included)."""
     lines = [
         "## Comparisons",
         "",
-        f"Finished runs only. A difference is called only with >= {MIN_SEEDS} seeds per arm, "
+        "Finished runs only, except the curves ('all runs there'). A difference is called "
+        f"only with >= {MIN_SEEDS} seeds per arm, "
         "when the means differ by more than the larger of the two standard deviations *and* "
         "every seed of one arm is above every seed of the other; otherwise it is reported as "
         "not separated. 'kNN at N min' reads every run's curve at the shorter arm's mean "
@@ -862,7 +864,28 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
         key: {s: rows for s, rows in seeds.items() if int(rows[-1]["epoch"]) == epochs}
         for key, seeds in runs.items()
     }
+
+    def add(a, b, what: str, va: list[float], vb: list[float]) -> None:
+        (ma, sa), (mb, sb) = mean_std(va), mean_std(vb)
+        lines.append(
+            f"| {label(*a)} | {label(*b)} | {what} | {ma:.2f} +- {sa:.2f} (n={len(va)}) | "
+            f"{mb:.2f} +- {sb:.2f} (n={len(vb)}) | {ma - mb:+.2f} | {separated(va, vb)} |"
+        )
+
     for a, b, measure in COMPARISONS:
+        if measure == "curve":
+            ra, rb = runs.get(a, {}), runs.get(b, {})
+            at = {  # {epoch: ([A's values], [B's values])}
+                int(r["epoch"]): ([], []) for arm in (ra, rb) for rows in arm.values() for r in rows
+            }
+            for side, arm in enumerate((ra, rb)):
+                for rows in arm.values():
+                    for r in rows:
+                        at[int(r["epoch"])][side].append(r["knn_top1"])
+            for epoch, (va, vb) in sorted(at.items()):
+                if va and vb:
+                    add(a, b, f"kNN at epoch {epoch} (all runs there)", va, vb)
+            continue
         ra, rb = done.get(a, {}), done.get(b, {})
         if not ra or not rb:
             continue
@@ -883,13 +906,8 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
             vb = [v for rows in rb.values() if (v := first_reaching(rows, level)) is not None]
             what = f"epochs to kNN {level:.1f} (lower is better)"
         va, vb = [v for v in va if v is not None], [v for v in vb if v is not None]
-        if not va or not vb:
-            continue
-        (ma, sa), (mb, sb) = mean_std(va), mean_std(vb)
-        lines.append(
-            f"| {label(*a)} | {label(*b)} | {what} | {ma:.2f} +- {sa:.2f} (n={len(va)}) | "
-            f"{mb:.2f} +- {sb:.2f} (n={len(vb)}) | {ma - mb:+.2f} | {separated(va, vb)} |"
-        )
+        if va and vb:
+            add(a, b, what, va, vb)
     return lines + [""]
 
 

@@ -297,3 +297,28 @@ def test_training_steps_match_the_official_loop_and_a_changed_kl_weight_does_not
         assert proc.returncode == 0 and "MATCH" in proc.stdout, proc.stdout[-3000:]
     else:  # lambda 18 instead of 20 on the official side only
         assert proc.returncode == 1 and "DIFFERENT" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_the_official_curve_is_compared_at_every_epoch_including_unfinished_runs():
+    def run(values: list[float]) -> list[dict]:
+        return [
+            {"epoch": float(e), "clipped_s": 10.0 * e, "knn_top1": v}
+            for e, v in zip((5, 10), values, strict=False)
+        ]
+
+    runs = {
+        ("official", "default"): {0: run([30, 33]), 1: run([31, 34]), 2: run([32])},
+        ("effssl", "bank_update=ema"): {0: run([20, 40]), 1: run([21, 41]), 2: run([22, 42])},
+    }
+    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    head = "| official | effssl (bank_update=ema) | kNN at epoch"
+    # epoch 5: every seed of both arms, official higher on every seed
+    assert (
+        f"{head} 5 (all runs there) | 31.00 +- 1.00 (n=3) | 21.00 +- 1.00 (n=3) | +10.00 | A > B"
+        in lines
+    )
+    # epoch 10: official seed 2 has not got there; too few seeds to call
+    assert (
+        f"{head} 10 (all runs there) | 33.50 +- 0.71 (n=2) | 41.00 +- 1.00 (n=3) | -7.50 |" in lines
+    )
+    assert "too few seeds" in lines.split(f"{head} 10")[1].splitlines()[0]
