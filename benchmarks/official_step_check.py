@@ -60,21 +60,8 @@ def build_plugin(args):
 
 def build_official(official, module, args):
     """The official ``FeatCLS`` around the plugin's backbone, with the plugin's weights."""
-    from solo.methods.base import BaseMethod
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.backbone = BaseMethod._BACKBONES["timm"](
-                method="effssl", model_name=args.model, low_res=True
-            )
-            self.fc = torch.nn.Linear(module.features_dim, 10)
-
-        def forward(self, x):
-            return self.fc(self.backbone(x))
-
     ns = argparse.Namespace(dim=module.bank.dim)
-    model = official.FeatCLS(Encoder, ns)
+    model = official.FeatCLS(study.official_encoder(args.model), ns)
     state = {f"encoder_q.backbone.{k}": v for k, v in module.backbone.state_dict().items()}
     state |= {f"encoder_q.fc.{k}": v for k, v in module.projector.state_dict().items()}
     model.load_state_dict(state)
@@ -156,11 +143,7 @@ def run_official(official, model, images, rows, batches, lr, args) -> list[dict]
     """The official ``train`` over the fixed batches (one call per batch, epoch 0), its SGD
     and lr schedule; the state after every step."""
     center = rows.clone()
-    ns = argparse.Namespace(
-        lr=lr, epochs=args.epochs, warmup_epochs=0, cos=True, schedule=[120, 160],
-        moco_t=0.2, moco_m=0.5, k=args.samples, cutmix=True, alpha=0.5, pow=0.5,
-        lambda_kl=20.0, gpu=None, print_freq=10**9,
-    )  # fmt: skip
+    ns = study.official_args(lr, args.epochs, k=args.samples)
     optimizer = torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=1e-4)
     logger = logging.getLogger("official-step-check")
     states = []

@@ -382,6 +382,44 @@ def load_official(src: Path) -> types.ModuleType:
     return module
 
 
+def official_args(lr: float, epochs: int, k: int, **extra) -> argparse.Namespace:
+    """The official ``main.py`` flags of ``run.sh``'s CIFAR recipe (tau 0.2, m 0.5, D 2048,
+    CutMix alpha 0.5, lambda 20, cosine lr without warmup) with our lr, schedule length and
+    number of negatives ``k``."""
+    return argparse.Namespace(
+        lr=lr, epochs=epochs, warmup_epochs=0, cos=True, schedule=[120, 160], moco_t=0.2,
+        moco_m=0.5, dim=2048, k=k, cutmix=True, alpha=0.5, pow=0.5, lambda_kl=20.0,
+        gpu=None, print_freq=10**9, **extra,
+    )  # fmt: skip
+
+
+def study_backbone(model_name: str):
+    """A fresh timm backbone with the low-resolution stem, as the launcher builds it."""
+    import effssl_plugin
+
+    effssl_plugin.register()
+    from solo.methods.base import BaseMethod
+
+    return BaseMethod._BACKBONES["timm"](method="effssl", model_name=model_name, low_res=True)
+
+
+def official_encoder(model_name: str) -> type:
+    """The ``base_encoder`` the official ``FeatCLS`` calls: :func:`study_backbone` with the
+    ``fc`` head that ``FeatCLS`` replaces by its projector."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = study_backbone(model_name)
+            self.fc = torch.nn.Linear(self.backbone.num_features, 10)
+
+        def forward(self, x):
+            return self.fc(self.backbone(x))
+
+    return Encoder
+
+
 def official_worker(args) -> None:
     """The official training loop (EMA bank) on our model, data and evaluation."""
     warnings.filterwarnings("ignore")
@@ -404,8 +442,6 @@ def official_worker(args) -> None:
     sets = eval_sets(data, args.fraction)
 
     effssl_plugin.register()
-    from solo.methods.base import BaseMethod
-
     # our data pipeline: the same config the launcher builds for effssl
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         cfg = compose(
@@ -435,42 +471,13 @@ def official_worker(args) -> None:
 
     num_samples = len(dataset)
     lr = cfg.optimizer.lr  # solo-learn's scaled lr (per 256 x batch / 256), as our runs
-    ns = argparse.Namespace(
-        lr=lr,
-        epochs=args.epochs,
-        warmup_epochs=0,
-        cos=True,
-        schedule=[120, 160],
-        moco_t=0.2,
-        moco_m=0.5,
-        dim=2048,
-        k=num_samples if args.negatives < 0 else args.negatives,
-        cutmix=True,
-        alpha=0.5,
-        pow=0.5,
-        lambda_kl=20.0,
-        gpu=None,
-        print_freq=10**9,
-        batch_size=args.batch,
-    )
-
-    class Encoder(torch.nn.Module):
-        """Our timm backbone with the ``fc`` head the official ``FeatCLS`` replaces."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.backbone = BaseMethod._BACKBONES["timm"](
-                method="effssl", model_name=args.model, low_res=True
-            )
-            self.fc = torch.nn.Linear(self.backbone.num_features, 10)
-
-        def forward(self, x):
-            return self.fc(self.backbone(x))
-
+    k = num_samples if args.negatives < 0 else args.negatives
+    ns = official_args(lr, args.epochs, k, batch_size=args.batch)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    model = official.FeatCLS(Encoder, ns).to(memory_format=torch.channels_last)
+    model = official.FeatCLS(official_encoder(args.model), ns)
+    model = model.to(memory_format=torch.channels_last)
     patches.append("model in channels_last memory format, as the launcher's (speed only)")
     (run_dir / "patches.txt").write_text("\n".join(patches) + "\n")
     for p in patches:
@@ -690,11 +697,6 @@ def random_init_reference(args) -> None:
     """kNN of the untrained backbone, per seed, with the study's evaluation."""
     import torch
 
-    import effssl_plugin
-
-    effssl_plugin.register()
-    from solo.methods.base import BaseMethod
-
     args.out.mkdir(parents=True, exist_ok=True)
     sets = eval_sets(ensure_data(args.data_dir), args.fraction)
     path = args.out / "random_init.csv"
@@ -706,10 +708,7 @@ def random_init_reference(args) -> None:
         if (args.model, seed) in done:
             continue
         torch.manual_seed(seed)
-        backbone = BaseMethod._BACKBONES["timm"](
-            method="effssl", model_name=args.model, low_res=True
-        )
-        top1, top5 = knn_eval(backbone, sets)
+        top1, top5 = knn_eval(study_backbone(args.model), sets)
         print(f"random-init {args.model} seed {seed}: kNN top-1 {top1:.2f}")
         new = not path.exists()
         with open(path, "a", newline="") as f:
