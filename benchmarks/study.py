@@ -99,6 +99,8 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     "kl": [("effssl", "kl_weight=0")],
     # the EMA half of "official", alone: grad vs ema (the default rule) needs its 3 seeds first
     "ema": [("effssl", "bank_update=ema")],
+    # the official half alone: its seeds 3-5 to the end before this plugin's (BENCHMARKS 3c)
+    "official_loop": [("official", "default")],
     "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
     # issue 13: the effect of bfloat16 bank products (and bfloat16 rows) on a short run
