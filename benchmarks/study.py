@@ -17,6 +17,7 @@ and all data loading are.
     python benchmarks/study.py --plan baselines            # byol, mocov2plus
     python benchmarks/study.py --random-init               # untrained-backbone kNN
     python benchmarks/study.py --report-only               # tables and plots again
+    python benchmarks/study.py --report-only --pool DIR1 DIR2 --out DIR3   # seeds of 2 studies
     python benchmarks/study.py --plan main --epochs 3 --eval-epochs 1 3 --fraction 0.02   # smoke
 
 Resumable: a finished run (its last evaluation in ``evals.csv``) is skipped; an unfinished
@@ -721,9 +722,19 @@ def random_init_reference(args) -> None:
 
 
 # ---------------------------------------------------------------------- report
+def studies(args) -> list[Path]:
+    """The study folders whose runs the report reads: ``--out``, or the ``--pool`` folders."""
+    return getattr(args, "pool", None) or [args.out]
+
+
 def run_dirs(args) -> list[Path]:
-    """Every run's folder (``<method>__<variant>__s<seed>``), sorted."""
-    return sorted((args.out / "runs").glob("*__*__s*"))
+    """Every run's folder (``<method>__<variant>__s<seed>``), sorted; with ``--pool``, those of
+    every pooled study, where one run (method, variant, seed) may appear only once."""
+    dirs = sorted(d for study in studies(args) for d in (study / "runs").glob("*__*__s*"))
+    names = [d.name for d in dirs]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        sys.exit(f"--pool: {', '.join(twice)} in more than one study; pool disjoint seeds")
+    return dirs
 
 
 def collect(args) -> dict[tuple[str, str], dict[int, list[dict]]]:
@@ -918,23 +929,36 @@ def report(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    settings = args.out / "settings.json"
-    if settings.exists():  # the study's own settings, whatever this command line says
-        for key, value in json.loads(settings.read_text()).items():
-            if key != "knn":
-                setattr(args, key, value)
+    found = {
+        d: json.loads(f.read_text()) for d in studies(args) if (f := d / "settings.json").exists()
+    }
+    if len({json.dumps(v, sort_keys=True) for v in found.values()}) > 1:
+        sys.exit(f"--pool: the studies' settings differ: {found}")
+    for key, value in next(iter(found.values()), {}).items():  # theirs, not this command line's
+        if key != "knn":
+            setattr(args, key, value)
     runs = collect(args)
     if not runs:
         print("no results yet")
         return
-    reference = None
-    if (args.out / "random_init.csv").exists():
-        with open(args.out / "random_init.csv") as f:
-            refs = [float(r["knn_top1"]) for r in csv.DictReader(f) if r["model"] == args.model]
-        reference = mean_std(refs) + (len(refs),) if refs else None
+    refs = {}  # {seed: untrained kNN}; the pooled studies measure the same seeds alike
+    for path in (d / "random_init.csv" for d in studies(args)):
+        if path.exists():
+            with open(path) as f:
+                refs |= {
+                    int(r["seed"]): float(r["knn_top1"])
+                    for r in csv.DictReader(f)
+                    if r["model"] == args.model
+                }
+    reference = mean_std(list(refs.values())) + (len(refs),) if refs else None
     lines = [
         "# Evidence study",
         "",
+        *(
+            [f"Pooled from: {', '.join(d.name for d in args.pool)} (same settings).", ""]
+            if getattr(args, "pool", None)
+            else []
+        ),
         f"CIFAR-10, {args.fraction:.0%} of the training images (class-stratified), timm "
         f"`{args.model}` (low-resolution stem), batch {args.batch}, {args.epochs} epochs"
         + (
@@ -973,10 +997,11 @@ def report(args) -> None:
         m, s = mean_std(top1)
         epochs = sorted({int(r["epoch"]) for r in finals})
         note = "" if epochs == [args.epochs] else " (unfinished)"
+        names = {run_name(method, variant, seed) for seed in seeds}
         probes = [
             json.loads(p.read_text())["val_acc1"]
-            for seed in seeds
-            if (p := args.out / "runs" / run_name(method, variant, seed) / "linear.json").exists()
+            for d in run_dirs(args)
+            if d.name in names and (p := d / "linear.json").exists()
         ]
         linear = "-"
         if probes:
@@ -1076,6 +1101,14 @@ def main() -> None:
         else None,
     )
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--pool",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="with --report-only: pool the runs of these studies (same settings, other seeds) "
+        "into one report written to --out",
+    )
     p.add_argument("--random-init", action="store_true")
     p.add_argument("--linear", action="store_true", help="linear probes of finished runs")
     p.add_argument("--linear-epochs", type=int, default=30)
@@ -1105,7 +1138,12 @@ def main() -> None:
         linear_probes(args)
         report(args)
     elif args.report_only:
+        if args.pool:
+            args.pool = [d.resolve() for d in args.pool]
+            args.out.mkdir(parents=True, exist_ok=True)
         report(args)
+    elif args.pool:
+        sys.exit("--pool only with --report-only")
     else:
         run_all(args)
 

@@ -28,3 +28,5 @@ python benchmarks/study.py --plan baselines --seeds 0 "${COMMON[@]}" --out "$OUT
 python benchmarks/study.py --plan rest --seeds 0 "${COMMON[@]}" --out "$OUT"
 python benchmarks/study.py --linear --plan main official kl baselines rest --seeds 0 1 2 \
     "${COMMON[@]}" --out "$OUT"
+# one report over both seed sets (study: seeds 0-2 of everything; study_seeds: 3-5)
+python benchmarks/study.py --report-only --pool "$OUT" "${OUT}_seeds" --out "${OUT}_pooled"

@@ -322,3 +322,43 @@ def test_the_official_curve_is_compared_at_every_epoch_including_unfinished_runs
         f"{head} 10 (all runs there) | 33.50 +- 0.71 (n=2) | 41.00 +- 1.00 (n=3) | -7.50 |" in lines
     )
     assert "too few seeds" in lines.split(f"{head} 10")[1].splitlines()[0]
+
+
+def test_pool_merges_the_seeds_of_studies_with_the_same_settings(tmp_path):
+    pytest.importorskip("matplotlib")
+    first, second, pooled = tmp_path / "a", tmp_path / "b", tmp_path / "pooled"
+    for out, seeds in ((first, (0, 1, 2)), (second, (3, 4, 5))):
+        out.mkdir()
+        study.write_settings(make_args(out))
+        for seed in seeds:
+            add_run(out, "official", "default", seed, [30.0, 30.0 + seed])
+        (out / "random_init.csv").write_text(
+            "model,seed,knn_top1,knn_top5\n" + "".join(f"m,{s},{20 + s},70\n" for s in seeds)
+        )
+    args = make_args(pooled, pool=[first, second], epochs=99)  # the studies' settings win
+    pooled.mkdir()
+    study.report(args)
+    text = (pooled / "report.md").read_text()
+    values = [30.0 + s for s in range(6)]
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    row = f"| official | 6 | 10 | {mean:.2f} +- {std:.2f} | "
+    assert row + ", ".join(f"{v:.2f}" for v in values) + " |" in text
+    ref_mean, ref_std = statistics.fmean(range(20, 26)), statistics.stdev(range(20, 26))
+    assert f"Untrained backbone (6 seed(s)): {ref_mean:.2f} +- {ref_std:.2f}" in text
+    assert "Pooled from: a, b" in text
+    assert not (first / "report.md").exists()
+
+
+def test_pool_refuses_other_settings_and_a_run_in_two_studies(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        out.mkdir()
+        add_run(out, "official", "default", 0, [30.0, 31.0])
+    study.write_settings(make_args(first))
+    study.write_settings(make_args(second, batch=128))
+    with pytest.raises(SystemExit, match="settings differ"):
+        study.report(make_args(tmp_path, pool=[first, second]))
+    (second / "settings.json").unlink()
+    study.write_settings(make_args(second))
+    with pytest.raises(SystemExit, match="official__default__s0 in more than one study"):
+        study.report(make_args(tmp_path, pool=[first, second]))
