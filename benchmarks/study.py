@@ -63,6 +63,9 @@ METHODS = ("effssl", "simclr", "byol", "mocov2plus", "official")
 #: the study's EffSSL baseline (the "default" variant): the gradient bank rule, the package
 #: default when the study began, pinned so the runs keep their meaning when a default changes
 EFFSSL_BASE = ["method_kwargs.bank_update=grad"]
+#: the official loop with this plugin's calibration (every row) and CutMix box (timm's): the
+#: two differences from this plugin's ``ema`` runs outside the training step (BENCHMARKS 3c)
+OFFICIAL_LIKE_PLUGIN = "calibration+box=plugin"
 #: effssl variants (launcher overrides) for the ablations
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -102,6 +105,8 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     "ema": [("effssl", "bank_update=ema")],
     # the official half alone: its seeds 3-5 to the end before this plugin's (BENCHMARKS 3c)
     "official_loop": [("official", "default")],
+    # the official loop without the two differences outside the step (BENCHMARKS 3c)
+    "official_like_plugin": [("official", OFFICIAL_LIKE_PLUGIN)],
     "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
     # issue 13: the effect of bfloat16 bank products (and bfloat16 rows) on a short run
@@ -351,6 +356,22 @@ def launcher_worker(args) -> None:
 
 
 # ------------------------------------------------------- official reference
+def timm_box(size, lam: float):
+    """The official ``rand_bbox`` with timm's box: sides ``cut`` instead of ``2 * (cut // 2)``
+    (the same random draws, in the same order)."""
+    import numpy as np
+
+    w, h = size[2], size[3]
+    cut_w, cut_h = int(w * np.sqrt(1.0 - lam)), int(h * np.sqrt(1.0 - lam))
+    cx, cy = np.random.randint(w), np.random.randint(h)
+    return (
+        np.clip(cx - cut_w // 2, 0, w),
+        np.clip(cy - cut_h // 2, 0, h),
+        np.clip(cx + (cut_w + 1) // 2, 0, w),
+        np.clip(cy + (cut_h + 1) // 2, 0, h),
+    )
+
+
 def official_patches(module: types.ModuleType) -> list[str]:
     """Makes the official code run on a CPU; returns what was patched."""
     import numpy as np
@@ -437,6 +458,19 @@ def official_worker(args) -> None:
 
     official = load_official(args.official_src)
     patches = official_patches(official)
+    like_plugin = args.variant == OFFICIAL_LIKE_PLUGIN
+    if args.variant not in ("default", OFFICIAL_LIKE_PLUGIN):
+        sys.exit(f"official variants: default, {OFFICIAL_LIKE_PLUGIN}; got {args.variant}")
+    if like_plugin:
+        sys.modules["utils.mixup_utils"].rand_bbox = timm_box
+        patches.append(
+            "utils.mixup_utils.rand_bbox -> timm's box (sides cut, not 2 * (cut // 2); the "
+            f"same draws): variant {OFFICIAL_LIKE_PLUGIN}"
+        )
+        patches.append(
+            "calibration loop over every image (drop_last=False), so that no bank row stays "
+            f"zero: variant {OFFICIAL_LIKE_PLUGIN}"
+        )
     run_dir = args.out / "runs" / run_name("official", args.variant, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     record_start(run_dir)
@@ -512,7 +546,12 @@ def official_worker(args) -> None:
     train_s = log.train_seconds_at(start_epoch)
     t0 = time.perf_counter()
     if start_epoch == 0:  # the official calibration loop (main_worker), verbatim
-        for images, labels in loader:
+        calibration = loader
+        if like_plugin:
+            calibration = DataLoader(
+                WithIndex(), batch_size=args.batch, shuffle=True, num_workers=args.workers
+            )
+        for images, labels in calibration:
             with torch.no_grad():
                 output = model(images)
                 official.update_feature(center, output, labels, momentum=0)
@@ -845,6 +884,8 @@ COMPARISONS = [
     # epochs only: the ema runs ran in a faster session than simclr's (BENCHMARKS 3c)
     (("effssl", "bank_update=ema"), ("simclr", "default"), "end"),
     (("official", "default"), ("effssl", "bank_update=ema"), "curve"),
+    (("official", OFFICIAL_LIKE_PLUGIN), ("effssl", "bank_update=ema"), "curve"),
+    (("official", OFFICIAL_LIKE_PLUGIN), ("official", "default"), "curve"),
     (EFFSSL, ("effssl", "kl_weight=0"), "end"),
     (EFFSSL, ("effssl", "kl_weight=0"), "reach"),
     (EFFSSL, ("effssl", "bank_init=random"), "end"),

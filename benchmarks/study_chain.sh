@@ -22,6 +22,10 @@ python benchmarks/study.py --plan official --seeds 3 4 5 --stop-after 10 "${COMM
 # (the official runs first: with this plugin's ema seeds 0-2 they already make a comparison)
 python benchmarks/study.py --plan official_loop --seeds 3 4 5 "${COMMON[@]}" --out "${OUT}_seeds"
 python benchmarks/study.py --plan official --seeds 3 4 5 "${COMMON[@]}" --out "${OUT}_seeds"
+# the official loop with this plugin's calibration (every row) and CutMix box: if the gap to
+# this plugin's ema closes, it came from those two differences; if not, from elsewhere
+python benchmarks/study.py --plan official_like_plugin --seeds 3 4 5 "${COMMON[@]}" \
+    --out "${OUT}_seeds"
 python benchmarks/study.py --plan kl --seeds 0 1 2 "${COMMON[@]}" --out "$OUT"
 # the ~10 h budget ends about here; what follows is one seed each (issue 9's order of cuts)
 python benchmarks/study.py --plan baselines --seeds 0 "${COMMON[@]}" --out "$OUT"

@@ -362,3 +362,21 @@ def test_pool_refuses_other_settings_and_a_run_in_two_studies(tmp_path):
     study.write_settings(make_args(second))
     with pytest.raises(SystemExit, match="official__default__s0 in more than one study"):
         study.report(make_args(tmp_path, pool=[first, second]))
+
+
+def test_timm_box_is_timms_box_with_the_official_draw_order():
+    import numpy as np
+    from timm.data.mixup import rand_bbox
+
+    for seed, lam in enumerate(np.linspace(0.5, 0.999, 40)):
+        np.random.seed(seed)
+        x1, y1, x2, y2 = study.timm_box((8, 3, 32, 32), lam)
+        after = np.random.random()
+        np.random.seed(seed)  # timm draws the row centre first, the official the column's
+        yl, yh, xl, xh = rand_bbox((8, 3, 32, 32), lam)
+        assert (x1, x2, y1, y2) == (yl, yh, xl, xh)
+        assert np.random.random() == after  # two draws, as the official rand_bbox
+    np.random.seed(0)  # an odd side keeps its length (the official box: 6) where unclipped
+    boxes = [study.timm_box((1, 3, 32, 32), 1 - (7.5 / 32) ** 2) for _ in range(50)]
+    inside = [x2 - x1 for x1, _, x2, _ in boxes if 0 < x1 and x2 < 32]
+    assert inside and set(inside) == {7}
