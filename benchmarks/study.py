@@ -357,19 +357,13 @@ def launcher_worker(args) -> None:
 
 # ------------------------------------------------------- official reference
 def timm_box(size, lam: float):
-    """The official ``rand_bbox`` with timm's box: sides ``cut`` instead of ``2 * (cut // 2)``
-    (the same random draws, in the same order)."""
-    import numpy as np
+    """The official ``rand_bbox`` with timm's box (:func:`timm.data.mixup.rand_bbox`): sides
+    ``cut`` instead of ``2 * (cut // 2)``; the same two draws, the first for dimension 2 (the
+    official ``bbx``), returned in the official order ``(bbx1, bby1, bbx2, bby2)``."""
+    from timm.data.mixup import rand_bbox
 
-    w, h = size[2], size[3]
-    cut_w, cut_h = int(w * np.sqrt(1.0 - lam)), int(h * np.sqrt(1.0 - lam))
-    cx, cy = np.random.randint(w), np.random.randint(h)
-    return (
-        np.clip(cx - cut_w // 2, 0, w),
-        np.clip(cy - cut_h // 2, 0, h),
-        np.clip(cx + (cut_w + 1) // 2, 0, w),
-        np.clip(cy + (cut_h + 1) // 2, 0, h),
-    )
+    yl, yh, xl, xh = rand_bbox(size, lam)
+    return yl, xl, yh, xh
 
 
 def official_patches(module: types.ModuleType) -> list[str]:
