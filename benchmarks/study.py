@@ -700,7 +700,11 @@ def linear_probes(args) -> None:
             continue
         if not finished(args, method, variant.replace("-", "=", 1), int(seed[1:])):
             continue
-        (pretrain_dir,) = (run_dir / "ckpt" / method).iterdir()
+        ckpt_dir = run_dir / "ckpt" / method
+        if not ckpt_dir.is_dir():  # checkpoints stay local: a run finished on another machine
+            print(f"== linear probe {run_dir.name}: skipped, no checkpoint here", flush=True)
+            continue
+        (pretrain_dir,) = ckpt_dir.iterdir()
         cmd = [
             sys.executable,
             "-m",

@@ -89,6 +89,29 @@ def test_stop_after_counts_a_run_done_at_that_epoch_and_reaches_the_workers(tmp_
     assert cmd[cmd.index("--stop-after") + 1] == "5"
 
 
+def test_linear_probes_skip_finished_runs_without_a_local_checkpoint(tmp_path, monkeypatch, capsys):
+    args = make_args(tmp_path, plan=["main"], seeds=[0], workers=1, linear_epochs=1)
+    args.data_dir = tmp_path
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+    add_run(tmp_path, "effssl", "default", 0, [20, 30])  # finished, checkpoint kept elsewhere
+    add_run(tmp_path, "simclr", "default", 0, [20, 30])
+    encoder = tmp_path / "runs" / study.run_name("simclr", "default", 0) / "ckpt" / "simclr" / "x"
+    encoder.mkdir(parents=True)
+    started = []
+
+    def fake_run(cmd, **kwargs):
+        started.append(cmd)
+        return SimpleNamespace(returncode=0, stdout="Final: val_acc1=41.5, val_acc5=90.0\n")
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    study.linear_probes(args)
+    (cmd,) = started
+    assert f"pretrained_feature_extractor={encoder}" in cmd
+    assert "effssl__default__s0: skipped, no checkpoint here" in capsys.readouterr().out
+    assert json.loads((encoder.parents[2] / "linear.json").read_text())["val_acc1"] == 41.5
+
+
 def test_settings_of_another_study_are_refused(tmp_path):
     study.write_settings(make_args(tmp_path))
     study.write_settings(make_args(tmp_path))  # same settings: fine
