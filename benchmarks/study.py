@@ -99,6 +99,9 @@ PLANS: dict[str, list[tuple[str, str]]] = {
         ("effssl", "proj=512"),
     ],
     "baselines": [("byol", "default"), ("mocov2plus", "default")],
+    # one run each, for studies run in pieces that must each finish inside a session
+    "byol": [("byol", "default")],
+    "mocov2plus": [("mocov2plus", "default")],
     # the budget's order of the ablations (issue 9): kl_weight first, then the rest
     "kl": [("effssl", "kl_weight=0")],
     # the EMA half of "official", alone: grad vs ema (the default rule) needs its 3 seeds first
@@ -108,6 +111,8 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     # the official loop without the two differences outside the step (BENCHMARKS 3c)
     "official_like_plugin": [("official", OFFICIAL_LIKE_PLUGIN)],
     "rest": [("effssl", "bank_init=random"), ("effssl", "proj=512")],
+    "bank_init": [("effssl", "bank_init=random")],
+    "proj": [("effssl", "proj=512")],
     "diagnose": [("official", "default"), ("effssl", "bank_update=ema"), ("effssl", "default")],
     # issue 13: the effect of bfloat16 bank products (and bfloat16 rows) on a short run
     "precision": [
