@@ -28,8 +28,11 @@ python benchmarks/study.py --plan official_like_plugin --seeds 3 4 5 "${COMMON[@
     --out "${OUT}_seeds"
 python benchmarks/study.py --plan kl --seeds 0 1 2 "${COMMON[@]}" --out "$OUT"
 # the ~10 h budget ends about here; what follows is one seed each (issue 9's order of cuts)
-python benchmarks/study.py --plan baselines --seeds 0 "${COMMON[@]}" --out "$OUT"
-python benchmarks/study.py --plan rest --seeds 0 "${COMMON[@]}" --out "$OUT"
+# (one plan a run: each is a piece that finishes inside one session; checkpoints stay on the
+# machine, so a run cut by the end of a session on another machine starts again)
+for plan in byol mocov2plus bank_init proj; do
+    python benchmarks/study.py --plan "$plan" --seeds 0 "${COMMON[@]}" --out "$OUT"
+done
 python benchmarks/study.py --linear --plan main official kl baselines rest --seeds 0 1 2 \
     "${COMMON[@]}" --out "$OUT"
 # one report over both seed sets (study: seeds 0-2 of everything; study_seeds: 3-5)
