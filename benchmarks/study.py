@@ -88,6 +88,9 @@ VARIANTS: dict[str, list[str]] = {
     "lr=0.1,ema": ["optimizer.lr=0.1", "method_kwargs.bank_update=ema"],
     "bank_matmul=bfloat16": ["method_kwargs.bank_matmul=bfloat16"],
     "bank=bfloat16": ["method_kwargs.bank_matmul=bfloat16", "method_kwargs.bank_dtype=bfloat16"],
+    # MoCo's CIFAR queue (32768) is 6.5x the 10% subset (5,000 images): every query would meet
+    # ~6 older keys of its own image as negatives; 4096 < N holds each image at most once
+    "queue=4096": ["method_kwargs.queue_size=4096"],
 }
 PLANS: dict[str, list[tuple[str, str]]] = {
     "main": [("effssl", "default"), ("simclr", "default")],
@@ -102,6 +105,7 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     # one run each, for studies run in pieces that must each finish inside a session
     "byol": [("byol", "default")],
     "mocov2plus": [("mocov2plus", "default")],
+    "mocov2plus_queue": [("mocov2plus", "queue=4096")],
     # the budget's order of the ablations (issue 9): kl_weight first, then the rest
     "kl": [("effssl", "kl_weight=0")],
     # the EMA half of "official", alone: grad vs ema (the default rule) needs its 3 seeds first
@@ -882,6 +886,8 @@ COMPARISONS = [
         for baseline in ("simclr", "byol", "mocov2plus")
         for measure in ("end", "minutes")
     ),
+    (EFFSSL, ("mocov2plus", "queue=4096"), "end"),
+    (EFFSSL, ("mocov2plus", "queue=4096"), "minutes"),
     (EFFSSL, ("effssl", "bank_update=ema"), "end"),
     (EFFSSL, ("effssl", "bank_update=ema"), "reach"),
     # epochs only: the ema runs ran in a faster session than simclr's (BENCHMARKS 3c)
