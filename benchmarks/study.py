@@ -91,6 +91,9 @@ VARIANTS: dict[str, list[str]] = {
     # MoCo's CIFAR queue (32768) is 6.5x the 10% subset (5,000 images): every query would meet
     # ~6 older keys of its own image as negatives; 4096 < N holds each image at most once
     "queue=4096": ["method_kwargs.queue_size=4096"],
+    # BYOL's CIFAR recipe (LARS lr 1.0) stayed below the untrained backbone at 50 epochs, its
+    # projections half collapsed in warm-up (z_std 0.019 at step 49); the BYOL paper's lr 0.2
+    "lr=0.2": ["optimizer.lr=0.2"],
 }
 PLANS: dict[str, list[tuple[str, str]]] = {
     "main": [("effssl", "default"), ("simclr", "default")],
@@ -106,6 +109,7 @@ PLANS: dict[str, list[tuple[str, str]]] = {
     "byol": [("byol", "default")],
     "mocov2plus": [("mocov2plus", "default")],
     "mocov2plus_queue": [("mocov2plus", "queue=4096")],
+    "byol_lr": [("byol", "lr=0.2")],
     # the budget's order of the ablations (issue 9): kl_weight first, then the rest
     "kl": [("effssl", "kl_weight=0")],
     # the EMA half of "official", alone: grad vs ema (the default rule) needs its 3 seeds first
@@ -888,6 +892,8 @@ COMPARISONS = [
     ),
     (EFFSSL, ("mocov2plus", "queue=4096"), "end"),
     (EFFSSL, ("mocov2plus", "queue=4096"), "minutes"),
+    (EFFSSL, ("byol", "lr=0.2"), "end"),
+    (EFFSSL, ("byol", "lr=0.2"), "minutes"),
     (EFFSSL, ("effssl", "bank_update=ema"), "end"),
     (EFFSSL, ("effssl", "bank_update=ema"), "reach"),
     # epochs only: the ema runs ran in a faster session than simclr's (BENCHMARKS 3c)
