@@ -16,7 +16,8 @@ the operators that take the most time to ``step_cost_profile_<device>_<model>_b<
 Targets: effssl <= 0.55 x simclr, <= 0.5 x byol, <= 1.15 x the bare backbone (issue 13:
 <= 1.3 x for mobilenetv3_small_100). ``--methods effssl-bf16`` adds effssl with the bank
 products in bfloat16 (``method_kwargs.bank_matmul=bfloat16``), ``effssl-bf16-bank`` also
-the bank rows (``method_kwargs.bank_dtype=bfloat16``).
+the bank rows (``method_kwargs.bank_dtype=bfloat16``); ``effssl-proj512`` a 512-wide projector
+and bank (the study's ``proj=512``).
 
 Peak memory: exact on CUDA (``max_memory_allocated``); on CPU it is the growth of the
 process's peak resident memory during the method's steps, approximate because memory
@@ -49,6 +50,8 @@ VARIANTS = {
     "effssl-bf16": ["method_kwargs.bank_matmul=bfloat16"],
     # also the rows stored in bfloat16 (half the bytes to gather and update)
     "effssl-bf16-bank": ["method_kwargs.bank_matmul=bfloat16", "method_kwargs.bank_dtype=bfloat16"],
+    # a 512-wide projector and bank (the study's proj=512 ablation): its cost per step
+    "effssl-proj512": ["method_kwargs.proj_hidden_dim=512", "method_kwargs.proj_output_dim=512"],
 }
 #: effssl's step over the method's, at most (issue 13: 1.3 x the backbone for small models)
 TARGETS = {"simclr": 0.55, "byol": 0.5, "backbone": 1.15}
