@@ -143,6 +143,27 @@ def test_effssl_runs_pin_the_grad_baseline_and_variants_override_it(tmp_path):
     assert study.label("effssl", "default") == "effssl (grad)"
 
 
+def test_every_planned_launcher_run_composes_with_its_variant_applied(tmp_path):
+    """A typo in a variant (a key the method's config lacks) fails here, not hours into a run."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    runs = {run for plan in study.PLANS.values() for run in plan if run[0] != "official"}
+    with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+        for method, variant in sorted(runs):
+            args = make_args(tmp_path, method=method, variant=variant, seed=0, workers=0)
+            overrides = study.launcher_overrides(args, tmp_path, tmp_path / "run")
+            cfg = compose(method, overrides=overrides)
+            for override in study.VARIANTS[variant]:
+                key, value = override.lstrip("+").split("=", 1)
+                got = str(OmegaConf.select(cfg, key)).lower()
+                try:  # numbers compare as numbers (1e-5 composes to 1e-05)
+                    assert float(got) == float(value), (method, override)
+                except ValueError:
+                    assert got == value.lower(), (method, override)
+    assert ("mocov2plus", "queue=4096") in runs and ("byol", "lr=0.2") in runs
+
+
 def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
     pytest.importorskip("matplotlib")
     args = make_args(tmp_path)
