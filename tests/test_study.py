@@ -42,6 +42,16 @@ def add_run(out, method, variant, seed, values, epochs=(5, 10)) -> None:
         log.add(epoch=epoch, train_s=60.0 * (i + 1), steps=epoch * 10, knn_top1=top1, knn_top5=90)
 
 
+def test_run_names_round_trip_for_every_variant_and_the_report_reads_them_back(tmp_path):
+    for variant in [*study.VARIANTS, study.OFFICIAL_LIKE_PLUGIN]:
+        name = study.run_name("mocov2plus", variant, 3)
+        assert study.parse_run_name(name) == ("mocov2plus", variant, 3)
+    variant = "queue=4096,tau=0.96"  # two "=": the report once read it as "queue=4096,tau-0.96"
+    add_run(tmp_path, "mocov2plus", variant, 0, [20.0])
+    args = make_args(tmp_path)
+    assert set(study.collect(args)) == {("mocov2plus", variant)}
+
+
 def test_eval_log_replaces_a_repeated_epoch_and_keeps_epoch_order(tmp_path):
     log = study.EvalLog(tmp_path)
     log.add(epoch=10, train_s=100, steps=1, knn_top1=30, knn_top5=80)
