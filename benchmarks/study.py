@@ -304,13 +304,21 @@ def last_epoch(args) -> int:
 
 
 # ------------------------------------------------------------- launcher runs
+def hydra_path(path: Path) -> str:
+    """``path`` as a quoted Hydra override value: a ``,`` in a run folder's name (a variant
+    such as ``queue=4096,tau=0.96``) would otherwise read as a list."""
+    if "'" in str(path):
+        sys.exit(f"a study path may not contain a single quote: {path}")
+    return f"'{path}'"
+
+
 def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
     """The launcher's config overrides for one run: the study's settings, then (effssl)
     :data:`EFFSSL_BASE` and ``--effssl-overrides``, then the variant's, which win."""
     overrides = [
         f"machine={args.machine}",
         "dataset=custom_lowres",
-        f"data.train_path={data / 'train'}",
+        f"data.train_path={hydra_path(data / 'train')}",
         "data.val_path=null",
         f"data.num_workers={args.workers}",
         f"data.fraction={args.fraction if args.fraction < 1 else -1}",
@@ -318,7 +326,7 @@ def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
         f"optimizer.batch_size={args.batch}",
         f"max_epochs={args.epochs}",
         "knn_eval.enabled=false",
-        f"checkpoint.dir={run_dir / 'ckpt'}",
+        f"checkpoint.dir={hydra_path(run_dir / 'ckpt')}",
         "checkpoint.frequency=1",
         "auto_resume.enabled=true",
         "auto_resume.max_hours=1000000",  # a study continues across sessions days apart
@@ -507,7 +515,7 @@ def official_worker(args) -> None:
             overrides=[
                 "machine=cpu",
                 "dataset=custom_lowres",
-                f"data.train_path={data / 'train'}",
+                f"data.train_path={hydra_path(data / 'train')}",
                 "data.val_path=null",
                 f"data.fraction={args.fraction if args.fraction < 1 else -1}",
                 f"optimizer.batch_size={args.batch}",
@@ -736,14 +744,14 @@ def linear_probes(args) -> None:
             sys.executable,
             "-m",
             "effssl_plugin.main_linear",
-            f"pretrained_feature_extractor={pretrain_dir}",
+            f"pretrained_feature_extractor={hydra_path(pretrain_dir)}",
             f"machine={args.machine}",
-            f"data.val_path={data / 'test'}",
+            f"data.val_path={hydra_path(data / 'test')}",
             f"data.fraction={args.fraction if args.fraction < 1 else -1}",
             f"data.num_workers={args.workers}",
             f"max_epochs={args.linear_epochs}",
             f"+check_val_every_n_epoch={args.linear_epochs}",  # the test set once, at the end
-            f"checkpoint.dir={run_dir / 'linear'}",
+            f"checkpoint.dir={hydra_path(run_dir / 'linear')}",
             "checkpoint.enabled=false",
         ]
         print(f"== linear probe {run_dir.name}", flush=True)

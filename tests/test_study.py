@@ -117,7 +117,7 @@ def test_linear_probes_skip_finished_runs_without_a_local_checkpoint(tmp_path, m
     monkeypatch.setattr(study.subprocess, "run", fake_run)
     study.linear_probes(args)
     (cmd,) = started
-    assert f"pretrained_feature_extractor={encoder}" in cmd
+    assert f"pretrained_feature_extractor='{encoder}'" in cmd
     assert "effssl__default__s0: skipped, no checkpoint here" in capsys.readouterr().out
     assert json.loads((encoder.parents[2] / "linear.json").read_text())["val_acc1"] == 41.5
 
@@ -162,8 +162,10 @@ def test_every_planned_launcher_run_composes_with_its_variant_applied(tmp_path):
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         for method, variant in sorted(runs):
             args = make_args(tmp_path, method=method, variant=variant, seed=0, workers=0)
-            overrides = study.launcher_overrides(args, tmp_path, tmp_path / "run")
+            run_dir = tmp_path / "runs" / study.run_name(method, variant, 0)  # the real name
+            overrides = study.launcher_overrides(args, tmp_path, run_dir)
             cfg = compose(method, overrides=overrides)
+            assert cfg.checkpoint.dir == str(run_dir / "ckpt")
             for override in study.VARIANTS[variant]:
                 key, value = override.lstrip("+").split("=", 1)
                 got = str(OmegaConf.select(cfg, key)).lower()
