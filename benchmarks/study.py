@@ -903,6 +903,12 @@ def first_reaching(rows: list[dict], level: float) -> float | None:
     return None
 
 
+#: a training step's cost relative to the study's EffSSL baseline, measured alone on one
+#: machine (``step_cost.py``, the median of interleaved steps: 0.8141 s against 1.0121 s in
+#: benchmarks/results/step_cost_cpu_mobilenetv3_small_100_b256_proj.csv); the "cost" measure
+#: compares arms at equal compute with it, free of the machines' speeds across sessions
+STEP_COST = {("effssl", "proj=512"): 0.8141 / 1.0121}
+
 #: (arm A, arm B, what is compared) of the report's comparisons section
 EFFSSL = ("effssl", "default")
 COMPARISONS = [
@@ -934,6 +940,7 @@ COMPARISONS = [
     (EFFSSL, ("effssl", "kl_weight=0"), "curve"),
     (EFFSSL, ("effssl", "bank_init=random"), "end"),
     (EFFSSL, ("effssl", "proj=512"), "minutes"),
+    (EFFSSL, ("effssl", "proj=512"), "cost"),
 ]
 
 
@@ -941,6 +948,8 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
     """The comparisons section: each pair's values, difference and verdict, finished runs
     only. ``end``: kNN after the last epoch; ``minutes``: kNN at the shorter arm's mean
     (clipped) training time, interpolated along each run's curve (equal compute);
+    ``cost``: A at the epoch where its training steps cost what B's whole run does, by
+    :data:`STEP_COST`, against B at the end;
     ``reach``: the epoch at which each seed first reaches the lowest final kNN of any
     seed of either arm (so that every seed reaches it); ``curve``: kNN at every evaluated
     epoch, over the seeds that reached it (unfinished runs included)."""
@@ -997,6 +1006,11 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
             va = [interpolate(rows, "clipped_s", budget) for rows in ra.values()]
             vb = [interpolate(rows, "clipped_s", budget) for rows in rb.values()]
             what = f"kNN at {budget / 60:.1f} min"
+        elif measure == "cost":
+            at = epochs * STEP_COST.get(b, 1.0) / STEP_COST.get(a, 1.0)
+            va = [interpolate(rows, "epoch", at) for rows in ra.values()]
+            vb = [rows[-1]["knn_top1"] for rows in rb.values()]
+            what = f"kNN at equal step cost (A at epoch {at:.1f}, B at {epochs})"
         else:
             level = min(rows[-1]["knn_top1"] for arm in (ra, rb) for rows in arm.values())
             va = [v for rows in ra.values() if (v := first_reaching(rows, level)) is not None]

@@ -41,6 +41,35 @@ python benchmarks/step_cost.py --model mobilenetv3_small_100 --samples 5000 --ne
 # (byol at lr 0.2 was no better after 10 epochs: 20.82 against the recipe's 21.51, so it
 # stopped there; BYOL and MoCo v2+ both stay under the 10-point bar in this regime)
 python benchmarks/study.py --plan proj --seeds 0 "${COMMON[@]}" --out "$OUT"
+# a faster target (base_tau 0.96): 10-epoch probes, each continued to 50 epochs only if its
+# epoch-10 kNN beats its recipe's by 2 points or more (a rule fixed before the probes ran)
+beats_recipe() {  # beats_recipe <probe run> <recipe run>
+    python - "$OUT/runs/$1/evals.csv" "$OUT/runs/$2/evals.csv" <<'PY'
+import csv, sys
+at10 = [next(float(r["knn_top1"]) for r in csv.DictReader(open(p)) if r["epoch"] == "10")
+        for p in sys.argv[1:]]
+print("epoch-10 kNN: probe", at10[0], "recipe", at10[1], flush=True)
+sys.exit(0 if at10[0] >= at10[1] + 2 else 1)
+PY
+}
+for probe in "byol_tau byol__tau-0.96__s0 byol__default__s0" \
+    "mocov2plus_tau mocov2plus__queue-4096,tau-0.96__s0 mocov2plus__queue-4096__s0"; do
+    read -r plan run recipe <<< "$probe"
+    python benchmarks/study.py --plan "$plan" --seeds 0 --stop-after 10 "${COMMON[@]}" --out "$OUT"
+    beats_recipe "$run" "$recipe" || continue
+    python benchmarks/study.py --plan "$plan" --seeds 0 "${COMMON[@]}" --out "$OUT"
+    python benchmarks/study.py --linear --plan "$plan" --seeds 0 "${COMMON[@]}" --out "$OUT"
+done
+# seeds 1-2 of the two one-seed ablations (compared at equal epochs, and for proj at the
+# measured step cost, so they may train side by side, one thread each)
+for seed in 1 2; do
+    (export OMP_NUM_THREADS=1
+     for plan in bank_init proj; do
+         python benchmarks/study.py --plan $plan --seeds $seed "${COMMON[@]}" --out "$OUT"
+         python benchmarks/study.py --linear --plan $plan --seeds $seed "${COMMON[@]}" --out "$OUT"
+     done) &
+done
+wait
 # linear probes need the run's checkpoint, which stays on the machine that trained it
 python benchmarks/study.py --linear --plan main official kl baselines rest mocov2plus_queue \
     --seeds 0 1 2 "${COMMON[@]}" --out "$OUT"

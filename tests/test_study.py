@@ -278,6 +278,26 @@ def test_epochs_to_reach_use_a_level_every_seed_reaches():
     assert "| 9.75 +- 0.25 (n=3) | -0.75 | B > A |" in lines
 
 
+def test_equal_step_cost_reads_the_costlier_arm_where_its_steps_cost_the_cheaper_run():
+    def run(top1_at_5: float, top1_at_10: float) -> list[dict]:
+        return [
+            {"epoch": 5.0, "clipped_s": 50.0, "knn_top1": top1_at_5},
+            {"epoch": 10.0, "clipped_s": 100.0, "knn_top1": top1_at_10},
+        ]
+
+    runs = {
+        ("effssl", "default"): {s: run(30.0 + s, 40.0 + s) for s in range(3)},
+        ("effssl", "proj=512"): {s: run(20.0, 35.0 + s) for s in range(3)},
+    }
+    ratio = study.STEP_COST[("effssl", "proj=512")]
+    at = 10 * ratio  # 10 epochs of the cheap head cost what `at` epochs of the default do
+    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    expected = 30.0 + 10.0 * (at - 5.0) / 5.0 + 1.0  # seed mean, interpolated at `at`
+    what = f"kNN at equal step cost (A at epoch {at:.1f}, B at 10)"
+    assert f"{what} | {expected:.2f} +- 1.00" in lines
+    assert "| 36.00 +- 1.00 (n=3) |" in lines.split("equal step cost")[1]
+
+
 def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, monkeypatch):
     args = make_args(tmp_path, plan=["main"], seeds=[0], workers=1, data_dir=tmp_path)
     args.official_src = None
