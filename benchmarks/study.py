@@ -939,6 +939,7 @@ COMPARISONS = [
     # "greatly accelerates convergence" (the paper): the two curves epoch by epoch
     (EFFSSL, ("effssl", "kl_weight=0"), "curve"),
     (EFFSSL, ("effssl", "bank_init=random"), "end"),
+    (EFFSSL, ("effssl", "proj=512"), "end"),
     (EFFSSL, ("effssl", "proj=512"), "minutes"),
     (EFFSSL, ("effssl", "proj=512"), "cost"),
 ]
