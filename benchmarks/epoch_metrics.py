@@ -3,7 +3,8 @@ epoch means of the logged losses (from each run's Lightning ``metrics.csv``), th
 variant's largest relative difference from the ``default`` run of the same seed.
 
     python benchmarks/epoch_metrics.py benchmarks/results/bank_bf16 \\
-        [--metrics train_ce_loss_epoch train_kl_loss_epoch train_own_prob_epoch]
+        [--metrics train_ce_loss_epoch train_kl_loss_epoch train_own_prob_epoch] \\
+        [--method effssl]
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="a study's --out folder")
     p.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS)
+    p.add_argument("--method", default="effssl", help="the method whose runs are compared")
     args = p.parse_args()
     runs: dict[int, dict[str, dict]] = {}
-    for run_dir in sorted((args.out / "runs").glob("*__*__s*")):
+    for run_dir in sorted((args.out / "runs").glob(f"{args.method}__*__s*")):
         _, variant, seed = run_dir.name.split("__")
         runs.setdefault(int(seed[1:]), {})[variant] = epoch_metrics(run_dir, args.metrics)
     for seed, variants in sorted(runs.items()):

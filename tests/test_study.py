@@ -317,8 +317,8 @@ def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, m
 def test_epoch_metrics_compare_every_variant_with_the_default_run(tmp_path, capsys, monkeypatch):
     import epoch_metrics
 
-    def write(variant: str, ce: list[float], session: str = "a") -> None:
-        logs = tmp_path / "runs" / f"effssl__{variant}__s0" / "ckpt" / session / "logs"
+    def write(variant: str, ce: list[float], session: str = "a", method: str = "effssl") -> None:
+        logs = tmp_path / "runs" / f"{method}__{variant}__s0" / "ckpt" / session / "logs"
         logs.mkdir(parents=True)
         rows = "".join(f"{e},{v},\n" for e, v in enumerate(ce))
         (logs / "metrics.csv").write_text("epoch,train_ce_loss_epoch,other\n" + rows)
@@ -327,6 +327,7 @@ def test_epoch_metrics_compare_every_variant_with_the_default_run(tmp_path, caps
     write("bank-bfloat16", [8.0, 5.0])
     write("bank_matmul-bfloat16", [8.8, 3.0])
     write("bank_matmul-bfloat16", [8.8, 4.2], session="b")  # a resumed run: later sessions win
+    write("default", [1.0, 1.0], method="simclr")  # another method's default: not the reference
     argv = ["epoch_metrics.py", str(tmp_path), "--metrics", "train_ce_loss_epoch"]
     monkeypatch.setattr(sys, "argv", argv)
     epoch_metrics.main()
