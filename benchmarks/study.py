@@ -903,14 +903,23 @@ def first_reaching(rows: list[dict], level: float) -> float | None:
     return None
 
 
-#: a training step's cost relative to the study's EffSSL baseline, measured alone on one
-#: machine (``step_cost.py``, the median of interleaved steps: 0.8141 s against 1.0121 s in
-#: benchmarks/results/step_cost_cpu_mobilenetv3_small_100_b256_proj.csv); the "cost" measure
-#: compares arms at equal compute with it, free of the machines' speeds across sessions
-STEP_COST = {("effssl", "proj=512"): 0.8141 / 1.0121}
+#: the study's EffSSL baseline, arm A of most comparisons
+EFFSSL = ("effssl", "default")
+#: the "cost" measure's step costs, measured alone on one machine (``step_cost.py``: median
+#: seconds a step over interleaved rounds), so free of the machines' speeds across sessions;
+#: each arm's method name in that CSV
+STEP_COST_CSV = REPO / "benchmarks/results/step_cost_cpu_mobilenetv3_small_100_b256_proj.csv"
+STEP_COST_METHOD = {EFFSSL: "effssl", ("effssl", "proj=512"): "effssl-proj512"}
+
+
+def step_seconds(arm: tuple[str, str]) -> float:
+    """An arm's measured seconds a training step, from :data:`STEP_COST_CSV`."""
+    with open(STEP_COST_CSV) as f:
+        by_method = {r["method"]: float(r["median_s_per_step"]) for r in csv.DictReader(f)}
+    return by_method[STEP_COST_METHOD[arm]]
+
 
 #: (arm A, arm B, what is compared) of the report's comparisons section
-EFFSSL = ("effssl", "default")
 COMPARISONS = [
     *(
         (EFFSSL, (baseline, "default"), measure)
@@ -950,7 +959,7 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
     only. ``end``: kNN after the last epoch; ``minutes``: kNN at the shorter arm's mean
     (clipped) training time, interpolated along each run's curve (equal compute);
     ``cost``: A at the epoch where its training steps cost what B's whole run does, by
-    :data:`STEP_COST`, against B at the end;
+    :func:`step_seconds`, against B at the end;
     ``reach``: the epoch at which each seed first reaches the lowest final kNN of any
     seed of either arm (so that every seed reaches it); ``curve``: kNN at every evaluated
     epoch, over the seeds that reached it (unfinished runs included)."""
@@ -1008,7 +1017,7 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
             vb = [interpolate(rows, "clipped_s", budget) for rows in rb.values()]
             what = f"kNN at {budget / 60:.1f} min"
         elif measure == "cost":
-            at = epochs * STEP_COST.get(b, 1.0) / STEP_COST.get(a, 1.0)
+            at = epochs * step_seconds(b) / step_seconds(a)
             va = [interpolate(rows, "epoch", at) for rows in ra.values()]
             vb = [rows[-1]["knn_top1"] for rows in rb.values()]
             what = f"kNN at equal step cost (A at epoch {at:.1f}, B at {epochs})"
