@@ -23,7 +23,13 @@ from effssl_plugin.errors import ConfigError
 if TYPE_CHECKING:
     from effssl_plugin.method import EffSSL
 
-__all__ = ["initialize_bank", "calibration_loader", "calibrate_bank", "calibration_batches"]
+__all__ = [
+    "initialize_bank",
+    "calibration_loader",
+    "calibration_workers",
+    "calibrate_bank",
+    "calibration_batches",
+]
 
 
 def initialize_bank(module: EffSSL) -> None:
@@ -59,7 +65,8 @@ def initialize_bank(module: EffSSL) -> None:
 
 def calibration_loader(module: EffSSL) -> DataLoader:
     """The training set (``module.calibration_dataset``, else the training loader's) in this
-    rank's :func:`calibration_batches`, with the training loader's batch size and workers."""
+    rank's :func:`calibration_batches`, with the training loader's batch size and
+    :func:`calibration_workers`."""
     train_loader = module.trainer.train_dataloader
     dataset = module.calibration_dataset or getattr(train_loader, "dataset", None)
     if dataset is None:
@@ -77,9 +84,20 @@ def calibration_loader(module: EffSSL) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=calibration_batches(len(dataset), batch_size, module.seed, rank, world),
-        num_workers=getattr(train_loader, "num_workers", 0),
+        num_workers=calibration_workers(module, train_loader),
         pin_memory=module.device.type == "cuda",
     )
+
+
+def calibration_workers(module: nn.Module, train_loader: object) -> int:
+    """``data.num_workers`` of the run's config, else the training loader's, else 0. A DALI
+    loader has no ``num_workers``: without the config, PIL would decode the whole training
+    set in the main process."""
+    data_cfg = getattr(getattr(module, "cfg", None), "data", None)
+    configured = getattr(data_cfg, "num_workers", None)
+    if configured is not None:
+        return int(configured)
+    return int(getattr(train_loader, "num_workers", 0) or 0)
 
 
 @contextmanager
