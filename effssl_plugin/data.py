@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from solo.data.classification_dataloader import prepare_data as prepare_classification_data
 from solo.data.pretrain_dataloader import (
+    CustomDatasetWithoutLabels,
     FullTransformPipeline,
     NCropAugmentation,
     build_transform_pipeline,
@@ -28,17 +29,20 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
-from effssl_plugin.errors import DataError
+from effssl_plugin.errors import ConfigError, DataError
 from effssl_plugin.summary import hydra_config_name
 
 __all__ = [
     "build_pretrain_dataset",
     "build_val_loader",
+    "check_dali_file_list",
     "check_data_paths",
     "classification_transform",
     "custom_classification_transform",
+    "dali_file_list",
     "read_rgb_image",
 ]
 
@@ -187,6 +191,7 @@ def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
     if cfg.debug_augmentations:
         print("Transforms:")
         print(transform)
+    fraction = float(omegaconf_select(cfg, "data.fraction", -1.0))
     try:
         with download_errors(cfg.data.dataset, "data.train_path", cfg.data.train_path):
             dataset = prepare_datasets(
@@ -195,10 +200,16 @@ def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
                 train_data_path=cfg.data.train_path,
                 data_format=cfg.data.format,
                 no_labels=cfg.data.no_labels,
-                data_fraction=cfg.data.fraction,
+                data_fraction=fraction,
             )
     except FileNotFoundError as err:
         raise DataError(f"data.train_path={cfg.data.train_path}: {err}") from None
+    if cfg.data.format == "dali" and isinstance(dataset, CustomDatasetWithoutLabels):
+        # solo-learn lists an unlabeled folder in directory order (and splits data.fraction
+        # unstratified), DALI sorted (and stratified); the calibration follows DALI, whose
+        # sample indexes are the bank rows
+        names = dali_file_list(cfg.data.train_path, no_labels=True, data_fraction=fraction)
+        dataset.images = [path.name for path in names]
     if isinstance(dataset, ImageFolder):
         dataset.loader = read_rgb_image
         if omegaconf_select(cfg, "data.skip_corrupt_images", False):
@@ -206,6 +217,95 @@ def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
     if len(dataset) == 0:
         raise DataError(f"data.train_path={cfg.data.train_path} holds no images")
     return dataset
+
+
+def dali_file_list(
+    train_path: Any, no_labels: bool = False, data_fraction: float = -1.0
+) -> list[Path]:
+    """The files solo-learn's DALI pretraining pipeline reads, in its sample-index order
+    (``PretrainPipelineBuilder``, without DALI). With labels: the subfolders of
+    ``train_path`` sorted, then every entry of each (files of any type, subfolders too)
+    sorted, none walked into; without: every entry of ``train_path`` sorted. A
+    ``data_fraction`` in (0, 1) keeps solo-learn's stratified split (seed 42)."""
+    root = Path(str(train_path))
+    if no_labels:
+        files = [root / name for name in sorted(os.listdir(root))]
+        labels = [-1] * len(files)
+    else:
+        classes = sorted(Path(entry.name) for entry in os.scandir(root) if entry.is_dir())
+        listed = [
+            (root / label / name, index)
+            for index, label in enumerate(classes)
+            for name in sorted(os.listdir(root / label))
+        ]
+        files, labels = [f for f, _ in listed], [c for _, c in listed]
+    if data_fraction > 0:
+        from sklearn.model_selection import train_test_split
+
+        files, _, labels, _ = train_test_split(
+            files, labels, train_size=data_fraction, stratify=labels, random_state=42
+        )
+    return files
+
+
+def _dataset_files(dataset: Dataset) -> list[str]:
+    """The image paths of a pretraining dataset, in index order."""
+    if isinstance(dataset, ImageFolder):
+        return [path for path, _ in dataset.samples]
+    if isinstance(dataset, CustomDatasetWithoutLabels):
+        return [str(Path(dataset.root) / name) for name in dataset.images]
+    raise ConfigError(
+        f"data.format=dali reads image folders, not a {type(dataset).__name__}: use "
+        "data.dataset=custom, imagenet or imagenet100"
+    )
+
+
+def check_dali_file_list(cfg: omegaconf.DictConfig, dataset: Dataset) -> None:
+    """EffSSL's bank rows are DALI's sample indexes, and its calibration reads ``dataset``:
+    refuses, naming the first difference, unless :func:`dali_file_list` lists the same
+    files in the same order (stray non-image files, nested folders and files that
+    ``data.skip_corrupt_images`` left out make them differ)."""
+    train_path = str(cfg.data.train_path)
+    dali = [
+        os.path.relpath(path, train_path)
+        for path in dali_file_list(
+            train_path,
+            no_labels=bool(omegaconf_select(cfg, "data.no_labels", False)),
+            data_fraction=float(omegaconf_select(cfg, "data.fraction", -1.0)),
+        )
+    ]
+    root = os.path.expanduser(train_path)  # as ImageFolder
+    ours = [os.path.relpath(path, root) for path in _dataset_files(dataset)]
+    if dali == ours:
+        return
+    pairs = enumerate(zip(dali, ours, strict=False))
+    i = next((i for i, (a, b) in pairs if a != b), min(len(dali), len(ours)))
+    if i < len(dali):
+        path = os.path.join(train_path, dali[i])
+        first = f"DALI's sample {i} is {path} ({_why_not_calibrated(path, cfg, dali[i] in ours)})"
+    else:
+        first = f"DALI has no sample {i}"
+    if i < len(ours):
+        first += f", the calibration's is {os.path.join(root, ours[i])}"
+    extra, missing = len(set(dali) - set(ours)), len(set(ours) - set(dali))
+    raise ConfigError(
+        f"data.format=dali: {first}. EffSSL's bank rows are DALI's sample indexes, so DALI and "
+        "the calibration (an ImageFolder of data.train_path) must list the same files in the "
+        f"same order; DALI lists {extra} file(s) the calibration does not and misses "
+        f"{missing}: move such files and folders out of the class folders of data.train_path, "
+        "or use data.format=image_folder"
+    )
+
+
+def _why_not_calibrated(path: str, cfg: omegaconf.DictConfig, calibrated: bool) -> str:
+    """Why DALI's entry ``path`` is not where the calibration has it."""
+    if os.path.isdir(path):
+        return "a folder inside a class folder, which DALI reads as one image, ImageFolder walks"
+    if not path.lower().endswith(IMG_EXTENSIONS):
+        return f"not an image ImageFolder reads ({', '.join(IMG_EXTENSIONS)})"
+    if not calibrated and omegaconf_select(cfg, "data.skip_corrupt_images", False):
+        return "unreadable and left out by data.skip_corrupt_images, which DALI cannot do"
+    return "elsewhere in the calibration's list" if calibrated else "not in the calibration's list"
 
 
 def classification_transform(

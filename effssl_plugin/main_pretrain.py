@@ -57,7 +57,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         resolve_checkpoint,
     )
     from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
-    from effssl_plugin.data import build_pretrain_dataset, build_val_loader
+    from effssl_plugin.data import build_pretrain_dataset, build_val_loader, check_dali_file_list
     from effssl_plugin.errors import ConfigError, suggest
     from effssl_plugin.export import EncoderExport
     from effssl_plugin.summary import (
@@ -88,9 +88,10 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
             raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
         if cfg.method == "effssl":  # EffSSL's bank needs the true dataset index of each image
             cfg.dali.encode_indexes_into_labels = True
-            # its calibration reads an ImageFolder of the same path: DALI sorts classes and
-            # files as ImageFolder does, so the indexes agree
+            # its calibration reads an ImageFolder of the same path, whose indexes must be
+            # DALI's: refused before anything is built where the two file lists differ
             calibration = build_pretrain_dataset(cfg)
+            check_dali_file_list(cfg, calibration)
         transform = FullTransformPipeline(
             [
                 NCropAugmentation(
