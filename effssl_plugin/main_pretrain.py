@@ -145,8 +145,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
 
     # validation dataloader; custom folders at the pretraining resolution (solo-learn: 224 px)
     val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)
-    if cfg.data.format == "dali":
-        dali_datamodule.val_dataloader = lambda: val_loader
+    if cfg.data.format == "dali" and val_loader is not None:  # else no val_dataloader at all:
+        dali_datamodule.val_dataloader = lambda: val_loader  # Lightning refuses a None one
 
     # resume as solo-learn (resume_from_checkpoint, else AutoResumer), but also from a run
     # directory, always from a run's newest epoch, and into that run's own directory

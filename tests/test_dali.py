@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from unittest.mock import MagicMock
@@ -97,14 +98,19 @@ def dali_cfg(root: Path, *overrides: str, parse: bool = True):
 
 
 class DaliLikeLoader:
-    """What solo-learn's ``PretrainWrapper`` looks like to the calibration: an iterable with
-    a batch size, but neither ``dataset`` nor ``num_workers``."""
+    """What solo-learn's ``PretrainWrapper`` looks like from outside: an iterable of
+    ``[indexes, views, targets]`` batches with a batch size and a length, but neither
+    ``dataset`` nor ``num_workers``."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, batches: Iterable = ()) -> None:
         self.batch_size = batch_size
+        self.batches = batches
 
-    def __iter__(self):
-        return iter(())
+    def __iter__(self) -> Iterator:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 # ------------------------------------------------------------- calibration workers
@@ -257,3 +263,41 @@ def test_the_launcher_refuses_a_misaligned_folder_before_building_anything(
     with pytest.raises(ConfigError, match=rf"DALI's sample 6 is {data}/class0/notes\.txt"):
         pretrain(dali_cfg(data, parse=False))
     assert list(workdir.iterdir()) == []  # nothing written
+
+
+@pytest.mark.slow  # two tiny trainings
+@pytest.mark.parametrize("validation", [False, True], ids=["val_path_null", "val_path_set"])
+def test_a_dali_run_trains_with_and_without_validation(
+    validation, data, workdir, solo_dali, monkeypatch
+):
+    """solo-learn's DALI datamodule with its pipeline replaced by a CPU loader of the same
+    batches: without val data its ``val_dataloader`` returned None and Lightning refused it
+    (``TypeError: An invalid dataloader was returned``); with val data validation runs."""
+    from lightning.pytorch.callbacks import Callback
+    from solo.data.pretrain_dataloader import build_transform_pipeline, dataset_with_index
+    from torchvision.datasets import ImageFolder
+
+    class CpuDALIDataModule(solo_dali.PretrainDALIDataModule):
+        def setup(self, stage: str | None = None) -> None:
+            dataset = dataset_with_index(ImageFolder)(str(self.train_data_path), self.transforms)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=self.batch_size, shuffle=True, drop_last=True
+            )
+            self.train_loader = DaliLikeLoader(self.batch_size, loader)
+
+    def torchvision_pipeline(dataset: str, cfg: object, dali_device: str) -> object:
+        return build_transform_pipeline(dataset, cfg)
+
+    monkeypatch.setattr(solo_dali, "PretrainDALIDataModule", CpuDALIDataModule)
+    monkeypatch.setattr(solo_dali, "build_transform_pipeline_dali", torchvision_pipeline)
+    seen: dict = {}
+
+    class Seen(Callback):
+        def on_fit_end(self, trainer, module) -> None:
+            seen.update(steps=trainer.global_step, metrics=set(trainer.callback_metrics))
+            seen.update(filled=bool(module.bank.filled))
+
+    val = [f"data.val_path={data}", "optimizer.classifier_lr=0.1"] if validation else []
+    pretrain(dali_cfg(data, "max_epochs=1", *val, parse=False), extra_callbacks=[Seen()])
+    assert seen["steps"] == 18 // 4 and seen["filled"]
+    assert ("val_acc1" in seen["metrics"]) is validation
