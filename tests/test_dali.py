@@ -272,7 +272,8 @@ def test_a_dali_run_trains_with_and_without_validation(
 ):
     """solo-learn's DALI datamodule with its pipeline replaced by a CPU loader of the same
     batches: without val data its ``val_dataloader`` returned None and Lightning refused it
-    (``TypeError: An invalid dataloader was returned``); with val data validation runs."""
+    (``TypeError: An invalid dataloader was returned``); with val data validation runs. The
+    calibration takes its workers from the config."""
     from lightning.pytorch.callbacks import Callback
     from solo.data.pretrain_dataloader import build_transform_pipeline, dataset_with_index
     from torchvision.datasets import ImageFolder
@@ -293,11 +294,16 @@ def test_a_dali_run_trains_with_and_without_validation(
     seen: dict = {}
 
     class Seen(Callback):
+        def on_train_start(self, trainer, module) -> None:  # before the module's calibration
+            seen.update(calibration_workers=calibration_loader(module).num_workers)
+
         def on_fit_end(self, trainer, module) -> None:
             seen.update(steps=trainer.global_step, metrics=set(trainer.callback_metrics))
             seen.update(filled=bool(module.bank.filled))
 
     val = [f"data.val_path={data}", "optimizer.classifier_lr=0.1"] if validation else []
-    pretrain(dali_cfg(data, "max_epochs=1", *val, parse=False), extra_callbacks=[Seen()])
+    cfg = dali_cfg(data, "max_epochs=1", "data.num_workers=1", *val, parse=False)
+    pretrain(cfg, extra_callbacks=[Seen()])
     assert seen["steps"] == 18 // 4 and seen["filled"]
+    assert seen["calibration_workers"] == 1  # data.num_workers: the DALI loader has none
     assert ("val_acc1" in seen["metrics"]) is validation
