@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -313,6 +314,16 @@ def test_val_class_missing_from_train_is_named(data, tmp_path, workdir):
     assert f"data.val_path={val} has 1 class folder(s) that data.train_path={data} lacks" in message
     assert "(class3)" in message
     assert not (workdir / "trained_models").exists()
+
+
+def test_dali_without_nvidia_dali_is_one_line(data, workdir, monkeypatch):
+    """``data.format=dali`` where NVIDIA DALI cannot be imported (made so here even where it
+    is installed). A folder DALI would list differently: tests/test_dali.py."""
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # import nvidia.dali fails
+    monkeypatch.delitem(sys.modules, "solo.data.dali_dataloader", raising=False)
+    with pytest.raises(ConfigError, match=r"^data\.format=dali needs NVIDIA DALI: .*nvidia"):
+        run_in_process(["data.format=dali"], data, val=None)
+    assert list(workdir.iterdir()) == []
 
 
 @pytest.mark.parametrize("val_name", ["test", "val"])
