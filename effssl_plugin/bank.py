@@ -30,13 +30,31 @@ from effssl_plugin.distributed import (
     is_distributed,
 )
 
-__all__ = ["MemoryBank", "BANK_DTYPES", "ce_bank_delta", "soft_targets", "negatives_generator"]
+__all__ = [
+    "MemoryBank",
+    "BANK_DTYPES",
+    "ce_bank_delta",
+    "matmul_as",
+    "soft_targets",
+    "negatives_generator",
+]
 
 BANK_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
+
+
+def matmul_as(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """``a @ b`` with both operands cast to ``dtype``, whatever autocast is active.
+
+    Autocast would recast an explicit float32 or bfloat16 product to its own dtype; here it
+    is off for the product, so ``dtype`` holds (a half-precision GEMM still accumulates in
+    float32). Autograd differentiates the product in ``dtype`` too.
+    """
+    with torch.autocast(a.device.type, enabled=False):
+        return a.to(dtype) @ b.to(dtype)
 
 
 def _mean_over_duplicates(indexes: Tensor, values: Tensor) -> Tensor:
@@ -48,8 +66,8 @@ def _mean_over_duplicates(indexes: Tensor, values: Tensor) -> Tensor:
     ``index_add_`` (whose sums differ between ranks): deterministic, and the ``B x B x D``
     product is small beside the bank's ``B x |C| x D`` ones.
     """
-    same = (indexes.view(-1, 1) == indexes.view(1, -1)).to(values.dtype)
-    return (same @ values) / same.sum(dim=1, keepdim=True)
+    same = (indexes.view(-1, 1) == indexes.view(1, -1)).float()
+    return matmul_as(same, values, torch.float32) / same.sum(dim=1, keepdim=True)
 
 
 def _finite_flag(*tensors: Tensor) -> Tensor:
@@ -77,15 +95,16 @@ def ce_bank_delta(
         probs: ``B x |C|`` softmax probabilities ``P``.
         targets: ``B x |C|`` target weights ``Y`` (rows sum to 1).
         matmul_dtype: the dtype of the product (e.g. bfloat16, accumulated in float32 by the
-            GEMM); ``Y - P`` is formed in float32. Default float32.
+            GEMM), also under autocast (:func:`matmul_as`); ``Y - P`` is formed in float32.
+            Default float32.
 
     Returns:
         ``|C| x D`` tensor in ``matmul_dtype``: adding it to float32 rows promotes it exactly,
         with no separate conversion pass.
     """
     dtype = matmul_dtype or torch.float32
-    residual = (targets.float() - probs.float()).to(dtype)
-    return residual.t() @ z.detach().to(dtype)
+    residual = targets.float() - probs.float()
+    return matmul_as(residual.t(), z.detach(), dtype)
 
 
 def soft_targets(
@@ -248,7 +267,9 @@ class MemoryBank(nn.Module):
         ascending), then ``num_negatives`` rows drawn uniformly without replacement from
         the rows not in the batch (ascending); ``num_negatives < 0`` takes every other row.
         ``pos[i]`` is the column of sample ``i``. Deterministic for a given generator.
-        Computed on the device of ``batch_indexes`` (on the host, nothing waits for a GPU).
+        Computed on the device of ``batch_indexes``: meant for the host, since
+        ``torch.unique`` sizes its output there (on a GPU, a sync); the device path is
+        :meth:`columns_static`.
 
         Raises:
             ValueError: when more negatives are asked for than rows outside the batch.
@@ -276,52 +297,118 @@ class MemoryBank(nn.Module):
         return torch.cat([uniq, negatives]), pos
 
     @torch.no_grad()
+    def columns_static(
+        self,
+        batch_indexes: Tensor,
+        num_negatives: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`columns` with ``G + num_negatives`` columns whatever the ``G`` batch indexes
+        repeat, so that no output size depends on their values: on a GPU nothing waits for
+        the device (``torch.unique`` sizes its output on the host).
+
+        ``cols`` lists the batch's distinct rows (ascending), then one more row outside the
+        batch for each repeated index, then ``num_negatives`` rows drawn uniformly without
+        replacement from the first ``N - G`` rows outside the batch (ascending);
+        ``num_negatives < 0`` takes every row (``N`` columns). ``pos[i]`` is sample ``i``'s
+        column. For a batch without repeats it equals :meth:`columns` (same generator),
+        column for column. The draw runs on ``generator``'s device (the host for a CPU
+        generator) and is copied to the batch's device without waiting.
+
+        The dedup is sort-based: with ``s`` the sorted indexes, ``first_j = [s_j != s_{j-1}]``,
+        ``pos = cumsum(first) - 1`` (scattered back) and, with ``u`` distinct rows in the
+        batch, the ``r``-th row outside it is ``r + #{j < u : uniq_j - j <= r}``; the repeat
+        slots take the free rows of rank ``N - G .. N - u - 1``, which no draw reaches.
+
+        Raises:
+            ValueError: when more negatives are asked for than ``N - G``.
+        """
+        indexes = self._check_indexes(batch_indexes, batch_indexes.device)
+        device, g, n = indexes.device, indexes.numel(), self.num_samples
+        k = n - g if num_negatives < 0 else num_negatives
+        if k > n - g:
+            raise ValueError(
+                f"num_negatives={num_negatives} is more than the {n - g} bank rows outside "
+                f"a batch of {g} (bank rows: {n}); use a smaller value or -1 for all rows"
+            )
+        sorted_idx, order = indexes.sort(stable=True)
+        first = torch.ones(g, dtype=torch.bool, device=device)
+        first[1:] = sorted_idx[1:] != sorted_idx[:-1]
+        group = first.long().cumsum(0) - 1  # the column of each sorted sample
+        pos = torch.empty_like(group).scatter_(0, order, group)
+        slots = torch.arange(g, device=device)
+        # distinct rows first (ascending), then sentinels >= 2N whose shift never counts
+        key = torch.where(first, sorted_idx, 2 * n + slots).sort().values
+        shift = key - slots
+        num_uniq = first.sum()  # 0-d, on the device
+
+        def free_row(free_rank: Tensor) -> Tensor:
+            return free_rank + torch.searchsorted(shift, free_rank, right=True)
+
+        batch_cols = torch.where(slots < num_uniq, key, free_row(n - g + slots - num_uniq))
+        gen_device = generator.device if generator is not None else device
+        draw = torch.randperm(n - g, generator=generator, device=gen_device)[:k].sort().values
+        negatives = free_row(_to_device_async(draw, device))
+        return torch.cat([batch_cols, negatives]), pos
+
+    @torch.no_grad()
     def batch_columns(
         self,
         indexes: Tensor,
         num_negatives: int,
         generator: torch.Generator | None = None,
         host_indexes: Tensor | None = None,
+        equal_sizes: bool = False,
     ) -> tuple[Tensor | None, Tensor, Tensor]:
         """One step's columns for this rank's batch: ``(cols, weight_cols, pos)``.
 
-        The batch indexes of every rank are gathered, so that every rank draws the same
-        :meth:`columns` (with identically seeded generators); ``pos`` are this rank's samples'
-        columns and ``weight_cols = weight[cols]``. ``num_negatives < 0``: every row in index
-        order, ``cols=None`` and ``weight_cols`` the bank itself (no gather copy).
+        ``num_negatives < 0``: every row in index order, ``cols=None``, ``weight_cols`` the
+        bank itself (no gather copy) and ``pos`` the indexes themselves. Otherwise:
 
-        ``host_indexes``, the same indexes on the host (one process only), lets the columns be
-        drawn there (``generator`` on the CPU) and copied to the bank's device asynchronously:
-        on a GPU, the deduplication and the draw then never wait for the device.
+        * one process with ``host_indexes`` (the same indexes on the host): :meth:`columns`
+          drawn there (``generator`` on the CPU) and copied to the bank's device
+          asynchronously, so the deduplication and the draw never wait for a GPU;
+        * else (DDP, or indexes only on the device, as with DALI): the batch indexes of every
+          rank are gathered, so that every rank draws the same :meth:`columns_static` (with
+          identically seeded generators), whose sizes depend on no value. With
+          ``equal_sizes`` (every rank's batch has the same size, as in training) the gather
+          reads nothing on the host either.
+
+        ``pos`` are this rank's samples' columns and ``weight_cols = weight[cols]``.
         """
-        if host_indexes is not None and num_negatives >= 0 and not is_distributed():
+        if num_negatives < 0:
+            return None, self.weight, self._check_indexes(indexes)
+        if host_indexes is not None and not is_distributed():
             cols, pos = self.columns(host_indexes, num_negatives, generator)
             device = self.weight.device
             cols, pos = _to_device_async(cols, device), _to_device_async(pos, device)
             return cols, self.weight.index_select(0, cols), pos
-        global_indexes, offset = all_gather_cat(indexes, return_offset=True)
-        if num_negatives < 0:
-            cols, weight_cols, global_pos = None, self.weight, global_indexes
-        else:
-            cols, global_pos = self.columns(global_indexes, num_negatives, generator)
-            weight_cols = self.weight.index_select(0, cols)
+        gathered = all_gather_cat(indexes, return_offset=True, equal_sizes=equal_sizes)
+        global_indexes, offset = gathered
+        cols, global_pos = self.columns_static(global_indexes, num_negatives, generator)
+        weight_cols = self.weight.index_select(0, cols)
         return cols, weight_cols, global_pos[offset : offset + indexes.numel()]
 
     # ----------------------------------------------------------------- updates
     @torch.no_grad()
-    def update_ema(self, indexes: Tensor, z: Tensor, momentum: float = 0.5) -> None:
+    def update_ema(
+        self, indexes: Tensor, z: Tensor, momentum: float = 0.5, equal_sizes: bool = False
+    ) -> None:
         """NPID's rule ``w_i <- normalize(m * w_i + (1 - m) * z_i)`` for the batch rows.
 
         A row that appears several times moves once, toward the mean of its features.
-        Under ``torch.distributed`` indexes and features are gathered from all ranks. A
-        non-finite ``z`` leaves every row as it was.
+        Under ``torch.distributed`` indexes and features are gathered from all ranks
+        (``equal_sizes``: every rank passes as many rows, and the gather reads nothing on the
+        host, see :func:`~effssl_plugin.distributed.all_gather_cat`). A non-finite ``z``
+        leaves every row as it was.
         """
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         indexes = self._check_indexes(indexes)
         z = z.detach().float()
         if is_distributed():
-            indexes, z = all_gather_cat(indexes), all_gather_cat(z)
+            indexes = all_gather_cat(indexes, equal_sizes=equal_sizes)
+            z = all_gather_cat(z, equal_sizes=equal_sizes)
         keep = ~_finite_flag(z)
         self.num_updates += 1
         rows = self.weight[indexes].float()

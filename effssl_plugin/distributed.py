@@ -33,28 +33,40 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def all_gather_cat(tensor: Tensor, return_offset: bool = False) -> Tensor | tuple[Tensor, int]:
+def all_gather_cat(
+    tensor: Tensor, return_offset: bool = False, equal_sizes: bool = False
+) -> Tensor | tuple[Tensor, int]:
     """Concatenates ``tensor`` from every rank along dim 0, in rank order.
 
-    Ranks may hold different numbers of rows: sizes are exchanged first and the
-    tensors are padded for the collective, then trimmed. Every rank receives the same
-    result. With ``return_offset`` it also returns where this rank's rows start.
+    With ``equal_sizes`` every rank must pass the same shape (the training step's batches:
+    the distributed sampler gives every rank as many samples and the training loaders drop
+    the last incomplete batch): one collective, and nothing is read on the host, so a GPU
+    stream never waits. Otherwise ranks may hold different numbers of rows: the sizes are
+    exchanged first and read on the host (one sync; for passes that run once, such as the
+    calibration, whose last batch may be smaller), the tensors padded for the collective,
+    then trimmed. Every rank receives the same result. With ``return_offset`` it also
+    returns where this rank's rows start.
     """
     if not is_distributed():
         return (tensor, 0) if return_offset else tensor
     tensor = tensor.contiguous()
     n = world_size()
+    if equal_sizes:
+        parts = [torch.empty_like(tensor) for _ in range(n)]
+        dist.all_gather(parts, tensor)
+        out = torch.cat(parts)
+        return (out, rank() * tensor.shape[0]) if return_offset else out
     size = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
     sizes = [torch.empty_like(size) for _ in range(n)]
     dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
+    counts = torch.cat(sizes).tolist()  # the one host read: the sizes shape the trim below
     max_rows = max(counts)
     if tensor.shape[0] < max_rows:
         pad = tensor.new_zeros((max_rows - tensor.shape[0], *tensor.shape[1:]))
         tensor = torch.cat([tensor, pad])
     parts = [torch.empty_like(tensor) for _ in range(n)]
     dist.all_gather(parts, tensor)
-    out = torch.cat([p[:c] for p, c in zip(parts, counts, strict=False)])
+    out = torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
     if return_offset:
         return out, sum(counts[: rank()])
     return out

@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effssl_plugin.bank import MemoryBank, ce_bank_delta, negatives_generator, soft_targets
+from effssl_plugin.bank import (
+    MemoryBank,
+    ce_bank_delta,
+    matmul_as,
+    negatives_generator,
+    soft_targets,
+)
 from effssl_plugin.losses import instance_ce_loss
 
 
@@ -104,12 +110,49 @@ def test_columns_deterministic_for_a_generator():
     assert not torch.equal(a[0], c[0])
 
 
-def test_batch_columns_on_one_process_are_columns_and_their_rows():
+def static_check(bank, batch, k, cols, pos):
+    """:meth:`MemoryBank.columns_static`: G + k columns (N for k = -1), the distinct batch rows
+    first and ascending, one row outside the batch per repeat, then k negatives."""
+    n, g = bank.num_samples, batch.numel()
+    uniq = sorted(set(batch.tolist()))
+    cols_l = cols.tolist()
+    assert len(cols_l) == (n if k < 0 else g + k)
+    assert cols_l[: len(uniq)] == uniq, "batch rows first, deduplicated"
+    assert len(set(cols_l)) == len(cols_l), "no duplicate columns"
+    assert not set(cols_l[len(uniq) :]) & set(uniq), "no batch row among the others"
+    assert all(0 <= c < n for c in cols_l)
+    assert [cols_l[p] for p in pos.tolist()] == batch.tolist(), "pos[i] is sample i's column"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_static_columns_random_cases(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(2, 60, (1,), generator=g))
+    bank = MemoryBank(n, 4)
+    size = int(torch.randint(1, n + 1, (1,), generator=g))
+    repeats = torch.randint(0, n, (size,), generator=g)
+    distinct = torch.randperm(n, generator=g)[:size]
+    for batch in (repeats, distinct):
+        for k in {0, (n - size) // 2, n - size, -1}:
+            cols, pos = bank.columns_static(batch, k, torch.Generator().manual_seed(seed))
+            static_check(bank, batch, k, cols, pos)
+            if 0 <= k < n - size and batch is distinct:  # no repeats: columns() exactly
+                ref = bank.columns(batch, k, torch.Generator().manual_seed(seed))
+                assert torch.equal(cols, ref[0]) and torch.equal(pos, ref[1])
+
+
+def test_static_columns_too_many_negatives_is_a_value_error():
+    with pytest.raises(ValueError, match="num_negatives=7 is more than the 6"):
+        MemoryBank(10, 2).columns_static(torch.tensor([1, 2, 3, 3]), 7)
+
+
+def test_batch_columns_on_one_process_are_static_columns_and_their_rows():
     bank = random_bank()
     batch = torch.tensor([4, 9, 4, 31])
     cols, weight_cols, pos = bank.batch_columns(batch, 10, torch.Generator().manual_seed(3))
-    ref_cols, ref_pos = bank.columns(batch, 10, torch.Generator().manual_seed(3))
+    ref_cols, ref_pos = bank.columns_static(batch, 10, torch.Generator().manual_seed(3))
     assert torch.equal(cols, ref_cols) and torch.equal(pos, ref_pos)
+    static_check(bank, batch, 10, cols, pos)
     assert torch.equal(weight_cols, bank.weight[cols])
     cols, weight_cols, pos = bank.batch_columns(batch, -1)  # every row, in index order
     assert cols is None and weight_cols is bank.weight and torch.equal(pos, batch)
@@ -315,7 +358,7 @@ def test_update_grad_low_precision_matmul_is_close_to_float32(dtype):
 
 def test_the_step_path_never_calls_torch_unique(monkeypatch):
     """``torch.unique`` sizes its output on the host (a sync on a GPU): the EMA update and
-    the all-rows columns must not use it, duplicates included."""
+    the columns drawn on the device must not use it, duplicates included."""
     bank = random_bank(n=40, d=8, seed=2)
     idx = torch.tensor([3, 7, 3, 11])
     z = F.normalize(torch.randn(4, 8), dim=1)
@@ -326,6 +369,8 @@ def test_the_step_path_never_calls_torch_unique(monkeypatch):
         raise AssertionError("torch.unique called")
 
     monkeypatch.setattr(torch, "unique", no_unique)
+    cols, weight_cols, pos = bank.batch_columns(idx, 5, negatives_generator(0, 1))
+    static_check(bank, idx, 5, cols, pos)  # the device path (DDP, DALI)
     cols, weight_cols, pos = bank.batch_columns(idx, -1)
     assert cols is None and torch.equal(pos, idx)
     bank.update_ema(idx, z, 0.5)
@@ -336,16 +381,22 @@ def test_the_step_path_never_calls_torch_unique(monkeypatch):
 
 def test_batch_columns_from_host_indexes_match_the_device_path():
     """One process, k >= 0: the columns drawn from the host copy of the indexes are the ones
-    the device path draws with the same generator."""
-    from effssl_plugin.bank import negatives_generator
-
+    the device path draws with the same generator when no index repeats (a repeat there
+    takes one more row outside the batch)."""
     bank = random_bank(n=60, d=8, seed=4)
-    idx = torch.tensor([5, 17, 5, 42, 8])
+    idx = torch.tensor([5, 17, 3, 42, 8])
     cols, w_cols, pos = bank.batch_columns(idx, 20, negatives_generator(0, 3))
     h_cols, h_w_cols, h_pos = bank.batch_columns(
         idx, 20, negatives_generator(0, 3), host_indexes=idx.clone()
     )
     assert torch.equal(h_cols, cols) and torch.equal(h_pos, pos) and torch.equal(h_w_cols, w_cols)
+    idx = torch.tensor([5, 17, 5, 42, 8])
+    cols, w_cols, pos = bank.batch_columns(idx, 20, negatives_generator(0, 3))
+    h_cols, h_w_cols, h_pos = bank.batch_columns(
+        idx, 20, negatives_generator(0, 3), host_indexes=idx.clone()
+    )
+    assert h_cols.numel() == 24 and cols.numel() == 25
+    assert torch.equal(h_cols[:4], cols[:4]) and torch.equal(h_pos, pos)
     # k = -1 takes every row: the host copy is not needed
     all_cols, all_w, all_pos = bank.batch_columns(idx, -1, host_indexes=idx)
     assert all_cols is None and all_w is bank.weight and torch.equal(all_pos, idx)
@@ -363,3 +414,111 @@ def test_host_drawn_columns_land_on_the_banks_device():
     )
     assert cols.device.type == pos.device.type == w_cols.device.type == "meta"
     assert cols.shape == (24,) and pos.shape == (5,) and w_cols.shape == (24, 8)
+
+
+# ------------------------------------------------------------- host syncs, autocast
+def simulate_two_ranks(monkeypatch) -> None:
+    """``torch.distributed`` as two ranks that hold the same tensors (no process group)."""
+    import torch.distributed as dist
+
+    def all_gather(parts, tensor, *args, **kwargs):
+        for part in parts:
+            part.copy_(tensor)
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(dist, "all_gather", all_gather)
+    monkeypatch.setattr(dist, "all_reduce", lambda *args, **kwargs: None)
+
+
+class NoHostRead:
+    """While active, the Tensor methods that read a value on the host raise."""
+
+    NAMES = ("item", "__bool__", "__int__", "__float__", "tolist")
+
+    def __enter__(self) -> None:
+        self.saved = {name: getattr(torch.Tensor, name) for name in self.NAMES}
+
+        def forbidden(name):
+            def call(self, *args, **kwargs):
+                raise AssertionError(f"Tensor.{name} called in the step path")
+
+            return call
+
+        for name in self.NAMES:
+            setattr(torch.Tensor, name, forbidden(name))
+
+    def __exit__(self, *exc) -> None:
+        for name, method in self.saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+@pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
+def test_the_ddp_step_path_reads_nothing_on_the_host(monkeypatch):
+    """Under DDP (two ranks simulated) a training step's bank calls read no value on the host
+    (``.item()``, ``bool(tensor)``, ``tolist``...: patched to raise) and run under
+    FakeTensorMode, which raises on any op whose output size depends on values
+    (``torch.unique``, ``nonzero``, boolean masks): on a GPU each of those stalls the
+    stream. The gathered batch repeats every index (both ranks hold the same one), as the
+    distributed sampler's padding can."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    simulate_two_ranks(monkeypatch)
+    mode = FakeTensorMode()
+    bank = MemoryBank(60, 8)
+    for name, buffer in list(bank.named_buffers()):
+        setattr(bank, name, mode.from_tensor(buffer))
+    idx = mode.from_tensor(torch.tensor([5, 17, 3, 42, 8]))
+    z = mode.from_tensor(F.normalize(torch.randn(5, 8), dim=1))
+    with mode, NoHostRead():
+        for k in (20, -1):
+            cols, weight_cols, pos = bank.batch_columns(
+                idx, k, negatives_generator(0, 1), equal_sizes=True
+            )
+            assert weight_cols.shape == ((30, 8) if k >= 0 else (60, 8))
+            probs = F.softmax(z @ weight_cols.t() / 0.2, dim=1)
+            y = soft_targets(pos, weight_cols.shape[0])
+            bank.update_grad(cols, z, probs, y, 0.5, weight_cols, torch.bfloat16)
+        bank.update_ema(idx, z, 0.5, equal_sizes=True)
+
+
+def test_the_size_exchange_still_works_for_unequal_sizes(monkeypatch):
+    """Without ``equal_sizes`` (the calibration pass) ranks may hold different numbers of
+    rows: the sizes are exchanged and the result trimmed."""
+    from effssl_plugin.distributed import all_gather_cat
+
+    simulate_two_ranks(monkeypatch)
+    x = torch.arange(6).view(3, 2)
+    out, offset = all_gather_cat(x, return_offset=True)
+    assert torch.equal(out, torch.cat([x, x])) and offset == 0
+    out, offset = all_gather_cat(x, return_offset=True, equal_sizes=True)
+    assert torch.equal(out, torch.cat([x, x])) and offset == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bank_products_keep_their_dtype_under_autocast(dtype):
+    """``bank_matmul`` must hold inside Lightning's autocast, which recasts an explicit
+    float32 product to bfloat16: the logits product (:func:`matmul_as`) and the update's
+    ``(Y - P)^T Z`` and mean over duplicates."""
+    g = torch.Generator().manual_seed(0)
+    z, w = F.normalize(torch.randn(6, 8, generator=g), dim=1), random_bank(20, 8).weight
+    probs, y = F.softmax(z @ w.t(), dim=1), F.one_hot(torch.arange(6), 20).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = matmul_as(z, w.t(), dtype)
+        delta = ce_bank_delta(z, probs, y, dtype)
+        recast = z @ w.t()
+    assert recast.dtype == torch.bfloat16  # what autocast makes of a plain product
+    assert logits.dtype == delta.dtype == dtype
+    if dtype == torch.float32:
+        assert torch.equal(logits, z @ w.t())
+        assert torch.equal(delta, ce_bank_delta(z, probs, y))
+    else:
+        assert not torch.equal(logits.float(), z @ w.t())  # really computed in bfloat16
+    bank, reference = random_bank(20, 8), random_bank(20, 8)
+    idx = torch.tensor([1, 4, 1, 7, 9, 4])
+    reference.update_ema(idx, z, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bank.update_ema(idx, z, 0.5)
+    assert torch.equal(bank.weight, reference.weight)  # duplicates averaged in float32
