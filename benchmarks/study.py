@@ -29,6 +29,18 @@ through epoch N (a cheap look at the early curve of more seeds); a later call wi
 or without it, continues those runs. ``report.md`` and the plots are rebuilt from whatever
 finished.
 
+A held-out validation split (issue 27): ``--holdout N`` sets N training images per class
+aside (drawn with ``--split-seed``) and draws every run's training share from the other
+images, on disk (:func:`prepare_split`: ``<data-dir>/splits/holdout<N>_s<seed>/`` with ``val/``,
+``trainpool/`` and ``train_f<fraction>/`` folders of hard links and a ``manifest.json`` with
+their digests); ``--eval-set val`` evaluates the kNN on those N x 10 images instead of the
+test set, so that choices (learning rates, rules) never see the test images. Without
+``--holdout`` the runs train on solo-learn's ``data.fraction`` share of all training images,
+as every study before issue 27 did.
+
+    python benchmarks/study.py --plan lr_simclr lr_effssl --seeds 0 --holdout 500 \
+        --eval-set val --epochs 15 --eval-epochs 5 10 15 --threads 1   # protocol 01
+
 The official reference needs the official repository's source: ``--official-src DIR`` (or
 ``$EFFSSL_OFFICIAL_SRC``), e.g. ``git clone https://github.com/CupidJay/Efficient_SSL``; it
 is never copied into this project. The harness imports its ``main.py`` and runs its own
@@ -40,11 +52,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -144,6 +159,97 @@ PLANS: dict[str, list[tuple[str, str]]] = {
         ("simclr", "default"),
     ],
 }
+
+# ----------------------------------------- issue 27: the symmetric learning-rate search
+#: each method's learning rate today (per 256 images): effssl the study's 0.1 (BENCHMARKS 3b),
+#: the baselines their recipes in configs/ (simclr and byol LARS, mocov2plus SGD)
+SEARCH_LR = {"effssl": 0.1, "simclr": 0.4, "byol": 1.0, "mocov2plus": 0.3}
+#: the grid, the same shape for every method: the current value x 1/3, x 1, x 3
+SEARCH_FACTORS = (1 / 3, 1.0, 3.0)
+#: one more step past an edge of the grid, run only when the protocol's rule asks for it
+SEARCH_EXTENSION = {"low": 1 / 9, "high": 9.0}
+#: the warm-up, as a fraction of the schedule, for every arm of the search (protocol 01: none)
+SEARCH_WARMUP = 0.0
+#: a method's settings in the search other than the learning rate: MoCo v2+'s CIFAR queue
+#: (32,768 keys) is 6.5x the 5,000-image share, so it runs with the study's 4,096-key queue
+SEARCH_FIXED = {"mocov2plus": ["queue=4096"]}
+#: scores within this many kNN points of the best count as tied (protocol 01)
+SEARCH_TIE = 1.0
+
+
+def search_lr(method: str, factor: float) -> float:
+    """``method``'s current learning rate times ``factor``, to 3 significant digits."""
+    return float(f"{SEARCH_LR[method] * factor:.3g}")
+
+
+def search_variant(method: str, factor: float) -> str:
+    """The variant name of one search arm, e.g. ``lr=0.133,wu=0``."""
+    parts = [*SEARCH_FIXED.get(method, []), f"lr={search_lr(method, factor):g}"]
+    return ",".join([*parts, f"wu={SEARCH_WARMUP:g}"])
+
+
+def search_overrides(method: str, factor: float, epochs: int | None = None) -> list[str]:
+    """The launcher overrides of one search arm: its learning rate, the warm-up (a fraction of
+    the schedule, 0 in protocol 01, so the same for every schedule length), the fixed
+    settings."""
+    fixed = [o for name in SEARCH_FIXED.get(method, []) for o in VARIANTS[name]]
+    warmup = SEARCH_WARMUP * epochs if epochs else 0
+    if SEARCH_WARMUP and not epochs:
+        raise ValueError("a warm-up fraction needs the schedule's length")
+    return [
+        *fixed,
+        f"optimizer.lr={search_lr(method, factor):g}",
+        f"scheduler.warmup_epochs={warmup:g}",
+    ]
+
+
+for _method in SEARCH_LR:
+    for _factor in (*SEARCH_FACTORS, *SEARCH_EXTENSION.values()):
+        VARIANTS[search_variant(_method, _factor)] = search_overrides(_method, _factor)
+    # the grid, one plan a method (the budget's order: simclr, effssl, byol, mocov2plus)
+    PLANS[f"lr_{_method}"] = [(_method, search_variant(_method, f)) for f in SEARCH_FACTORS]
+PLANS["lr_search"] = [
+    run for m in ("simclr", "effssl", "byol", "mocov2plus") for run in PLANS[f"lr_{m}"]
+]
+
+
+def search_choice(scores: dict[float, float | None], recipe: float) -> tuple[float | None, str]:
+    """Protocol 01's decision rule on one method's search: ``scores`` maps each learning rate
+    run to its validation kNN top-1 at the last epoch (None: the run failed or diverged).
+    The highest score wins; scores within :data:`SEARCH_TIE` points of it tie, and a tie goes
+    to the learning rate closest to the current value ``recipe`` on a log scale, then to the
+    lower one. Returns (the chosen learning rate, the reason); (None, reason) without scores."""
+    valid = {lr: v for lr, v in scores.items() if v is not None and math.isfinite(v)}
+    if not valid:
+        return None, "no run finished with a finite score"
+    best = max(valid.values())
+    tied = sorted(lr for lr, v in valid.items() if v >= best - SEARCH_TIE)
+    chosen = min(tied, key=lambda lr: (abs(math.log(lr / recipe)), lr))
+    if len(tied) == 1:
+        return chosen, f"highest ({best:.2f})"
+    others = ", ".join(f"{lr:g}" for lr in tied if lr != chosen)
+    return chosen, (
+        f"tied within {SEARCH_TIE:g} of the best ({best:.2f}) with {others}: closest to the "
+        f"current {recipe:g}"
+    )
+
+
+def search_extension(method: str, scores: dict[float, float | None]) -> str | None:
+    """The extension protocol 01 asks for, once per method: when the grid's chosen learning
+    rate lies at its lowest or highest value, the next value past it (x 1/9 or x 9), as a
+    variant name; None when the choice is inside the grid, or after an extension ran (or
+    while a grid run is missing)."""
+    grid = [search_lr(method, f) for f in SEARCH_FACTORS]
+    extra = [search_lr(method, f) for f in SEARCH_EXTENSION.values()]
+    if any(lr not in scores for lr in grid) or any(lr in scores for lr in extra):
+        return None
+    chosen, _ = search_choice({lr: scores[lr] for lr in grid}, SEARCH_LR[method])
+    for side, edge in (("low", min(grid)), ("high", max(grid))):
+        if chosen == edge:
+            return search_variant(method, SEARCH_EXTENSION[side])
+    return None
+
+
 EVAL_FIELDS = ["epoch", "train_s", "steps", "knn_top1", "knn_top5"]
 
 
@@ -171,6 +277,225 @@ def ensure_data(data_dir: Path) -> Path:
     return data_dir
 
 
+# ------------------------------------------------------------ validation split
+def draw_split(files: dict[str, list[str]], holdout: int, seed: int) -> dict[str, dict]:
+    """The held-out split of the training images: ``files`` maps each class to its image
+    names. Each class's sorted names are shuffled once with ``random.Random(f"{seed}:{class}")``;
+    the first ``holdout`` are the validation images, the rest the training pool **in that
+    drawn order**, so that a training share of n images a class is the pool's first n (the
+    shares are nested: 10% lies inside 40%). Returns ``{"val": {class: names},
+    "pool": {class: names}}``, the validation names sorted."""
+    val, pool = {}, {}
+    for cls in sorted(files):
+        names = sorted(files[cls])
+        if not 0 < holdout < len(names):
+            raise ValueError(f"holdout {holdout} does not fit class {cls} ({len(names)} images)")
+        random.Random(f"{seed}:{cls}").shuffle(names)
+        val[cls], pool[cls] = sorted(names[:holdout]), names[holdout:]
+    return {"val": val, "pool": pool}
+
+
+def share_per_class(fraction: float, class_size: int) -> int:
+    """Images a class in a training share of ``fraction`` of the training images (CIFAR-10:
+    5,000 a class, so 0.1 is 500 and 0.4 is 2,000), drawn from the pool."""
+    return round(fraction * class_size)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def names_digest(names: dict[str, list[str]]) -> str:
+    """sha256 of the sorted ``class/name`` lines of a set of images."""
+    lines = sorted(f"{cls}/{n}" for cls, ns in names.items() for n in ns)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def content_digest(root: Path, names: dict[str, list[str]]) -> str:
+    """sha256 over the sorted ``class/name sha256(bytes)`` lines of the images under ``root``
+    (so a changed image, not only a changed list, changes it)."""
+    h = hashlib.sha256()
+    for line in sorted(f"{cls}/{n}" for cls, ns in names.items() for n in ns):
+        h.update(f"{line} {hashlib.sha256((root / line).read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def folder_names(root: Path) -> dict[str, list[str]]:
+    """``{class: sorted image names}`` of an ImageFolder tree."""
+    return {
+        d.name: sorted(f.name for f in d.iterdir()) for d in sorted(root.iterdir()) if d.is_dir()
+    }
+
+
+def split_dir(data: Path, holdout: int, seed: int) -> Path:
+    return data / "splits" / f"holdout{holdout}_s{seed}"
+
+
+def share_name(fraction: float) -> str:
+    return f"train_f{fraction:g}"
+
+
+def link_tree(src: Path, dst: Path, names: dict[str, list[str]]) -> None:
+    """``dst/<class>/<name>`` as hard links of ``src``'s images (symbolic links where the file
+    system refuses hard links); every class folder is made, so ImageFolder's class indices
+    are the same in every split folder."""
+    for cls, ns in names.items():
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+        for n in ns:
+            target = dst / cls / n
+            try:
+                os.link(src / cls / n, target)
+            except OSError:
+                target.symlink_to(src / cls / n)
+
+
+def prepare_split(data: Path, holdout: int, seed: int, fractions: list[float]) -> Path:
+    """The held-out split on disk, made once and verified on every later call:
+    ``<data>/splits/holdout<holdout>_s<seed>/`` with ``val/`` (the held-out images),
+    ``trainpool/`` (all the others) and ``train_f<fraction>/`` for each training share (its
+    first images of the pool's drawn order, stratified), and ``manifest.json`` (the seed, the
+    names of every folder, their name and content digests). Raises if a folder on disk no
+    longer matches its manifest. The training shares are disjoint from ``val`` by
+    construction and by check."""
+    out = split_dir(data, holdout, seed)
+    manifest_path = out / "manifest.json"
+    files = folder_names(data / "train")
+    if not manifest_path.exists():
+        drawn = draw_split(files, holdout, seed)
+        tmp = out.with_name(out.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        link_tree(data / "train", tmp / "val", drawn["val"])
+        link_tree(data / "train", tmp / "trainpool", drawn["pool"])
+        manifest = {
+            "source": str(data / "train"),
+            "archive_sha256": file_sha256(ARCHIVE) if ARCHIVE.is_file() else None,
+            "holdout_per_class": holdout,
+            "seed": seed,
+            "rule": "per class: sorted names shuffled by random.Random(f'{seed}:{class}'); "
+            "val = the first holdout, pool = the rest in drawn order; a share of n a class = "
+            "the pool's first n",
+            "val": drawn["val"],
+            "pool_order": drawn["pool"],
+            "val_sha256": names_digest(drawn["val"]),
+            "val_content_sha256": content_digest(data / "train", drawn["val"]),
+            "trainpool_sha256": names_digest(drawn["pool"]),
+            "shares": {},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, out)
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["seed"] != seed or manifest["holdout_per_class"] != holdout:
+        sys.exit(f"{manifest_path}: another split ({manifest['seed']}, {holdout})")
+    changed = False
+    for fraction in fractions:
+        name = share_name(fraction)
+        if name in manifest["shares"]:
+            continue
+        n = share_per_class(fraction, min(len(v) for v in files.values()))
+        if not all(0 < n <= len(p) for p in manifest["pool_order"].values()):
+            sys.exit(f"a share of {fraction:g} ({n} a class) does not fit the pool")
+        names = {cls: sorted(p[:n]) for cls, p in manifest["pool_order"].items()}
+        tmp = out / (name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        link_tree(data / "train", tmp, names)
+        os.replace(tmp, out / name)
+        manifest["shares"][name] = {
+            "fraction": fraction,
+            "per_class": n,
+            "names": names,
+            "sha256": names_digest(names),
+            "content_sha256": content_digest(data / "train", names),
+        }
+        changed = True
+    if changed:
+        tmp = manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, manifest_path)
+    verify_split(out)
+    return out
+
+
+def verify_split(out: Path) -> dict:
+    """Checks a prepared split against its manifest: every folder holds exactly its listed
+    images, ``val`` is disjoint from the pool and from every share, each share lies inside
+    the pool and has the same count in every class, and the name digests match. Returns the
+    manifest's summary (no name lists), as :func:`split_summary`."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    val = manifest["val"]
+    pool = {cls: sorted(p) for cls, p in manifest["pool_order"].items()}
+    problems = []
+    if folder_names(out / "val") != val:
+        problems.append("val/ differs from the manifest")
+    if folder_names(out / "trainpool") != pool:
+        problems.append("trainpool/ differs from the manifest")
+    if names_digest(val) != manifest["val_sha256"]:
+        problems.append("the val digest differs")
+    if names_digest(pool) != manifest["trainpool_sha256"]:
+        problems.append("the trainpool digest differs")
+    for cls in val:
+        if set(val[cls]) & set(pool[cls]):
+            problems.append(f"val and trainpool share images of {cls}")
+    for name, share in manifest["shares"].items():
+        names = share["names"]
+        if folder_names(out / name) != names:
+            problems.append(f"{name}/ differs from the manifest")
+        if names_digest(names) != share["sha256"]:
+            problems.append(f"the digest of {name} differs")
+        if {len(v) for v in names.values()} != {share["per_class"]}:
+            problems.append(f"{name} is not stratified")
+        for cls, ns in names.items():
+            if set(ns) & set(val[cls]) or not set(ns) <= set(pool[cls]):
+                problems.append(f"{name} is not inside the pool for {cls}")
+    if problems:
+        sys.exit(f"{out}: {'; '.join(problems)}")
+    return split_summary(manifest)
+
+
+def split_summary(manifest: dict) -> dict:
+    """What a study records about its split (``split.json``): the rule, the seed, the counts,
+    the digests, and the validation and training images by number (``0123.jpg`` is 123)."""
+
+    def numbers(names: dict[str, list[str]]) -> dict[str, str]:
+        return {cls: " ".join(n.removesuffix(".jpg") for n in ns) for cls, ns in names.items()}
+
+    keys = ("archive_sha256", "holdout_per_class", "seed", "rule")
+    return {
+        **{k: manifest[k] for k in keys},
+        "val_images": sum(map(len, manifest["val"].values())),
+        "val_sha256": manifest["val_sha256"],
+        "val_content_sha256": manifest["val_content_sha256"],
+        "trainpool_images": sum(map(len, manifest["pool_order"].values())),
+        "trainpool_sha256": manifest["trainpool_sha256"],
+        "shares": {
+            name: {k: v for k, v in share.items() if k != "names"}
+            | {"images": sum(map(len, share["names"].values())), "numbers": numbers(share["names"])}
+            for name, share in manifest["shares"].items()
+        },
+        "val_numbers": numbers(manifest["val"]),
+    }
+
+
+def study_data(args, data: Path) -> tuple[Path, float, Path]:
+    """(training folder, solo-learn ``data.fraction``, evaluation folder) of the study: with
+    ``--holdout`` the prepared share of the pool (no further fraction) and ``val`` or
+    ``test``; without it the training images with ``--fraction`` and the test images."""
+    holdout = getattr(args, "holdout", 0)
+    eval_set = getattr(args, "eval_set", "test")
+    if not holdout:
+        if eval_set != "test":
+            sys.exit("--eval-set val needs --holdout")
+        return data / "train", args.fraction if args.fraction < 1 else -1, data / "test"
+    out = prepare_split(data, holdout, args.split_seed, [args.fraction])
+    return (
+        out / share_name(args.fraction),
+        -1,
+        (out / "val" if eval_set == "val" else data / "test"),
+    )
+
+
 def load_images(paths: list[str]):
     """Images as normalised float tensors (decoded once)."""
     import torch
@@ -181,21 +506,26 @@ def load_images(paths: list[str]):
     return torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
 
 
-def eval_sets(data: Path, fraction: float):
-    """(train x, train y, test x, test y): the run's training share (solo-learn's stratified
-    ``data.fraction`` split, the same files) and all test images."""
+def eval_sets(train_dir: Path, fraction: float, eval_dir: Path):
+    """(train x, train y, eval x, eval y): the run's training share (the images of
+    ``train_dir``, or with ``0 < fraction < 1`` solo-learn's stratified ``data.fraction``
+    split of them, the same files) and every image of ``eval_dir`` (the test images, or the
+    held-out validation images)."""
     import torch
     from sklearn.model_selection import train_test_split
     from torchvision.datasets import ImageFolder
 
-    train = ImageFolder(str(data / "train")).samples
+    train = ImageFolder(str(train_dir)).samples
     if 0 < fraction < 1:
         files, labels = [f for f, _ in train], [label for _, label in train]
         files, _, labels, _ = train_test_split(
             files, labels, train_size=fraction, stratify=labels, random_state=42
         )
         train = list(zip(files, labels, strict=True))
-    test = ImageFolder(str(data / "test")).samples
+    evaluated = ImageFolder(str(eval_dir))
+    if evaluated.class_to_idx != ImageFolder(str(train_dir)).class_to_idx:
+        sys.exit(f"{eval_dir} and {train_dir} index their classes differently")
+    test = evaluated.samples
     return (
         load_images([f for f, _ in train]),
         torch.tensor([label for _, label in train]),
@@ -219,6 +549,8 @@ def knn_eval(backbone, sets) -> tuple[float, float]:
             chunks = (x[i : i + 500].to(device) for i in range(0, x.shape[0], 500))
             feats.append(torch.cat([backbone(c).float().cpu() for c in chunks]))
     backbone.train(was_training)
+    if not all(bool(torch.isfinite(f).all()) for f in feats):
+        return math.nan, math.nan  # a diverged network
     knn = WeightedKNNClassifierTM1(k=K, T=T, distance_fx="cosine")
     knn(train_features=feats[0], train_targets=sets[1])
     knn(test_features=feats[1], test_targets=sets[3])
@@ -279,19 +611,53 @@ class EvalLog:
         return float(done[-1]["train_s"]) if done else 0.0
 
 
-def record_start(run_dir: Path) -> None:
-    """Appends this (re)start's code version and command to the run's ``starts.log``."""
+def set_threads(args) -> int:
+    """``torch.set_num_threads(--threads)`` when given (the study beside other work on a
+    shared machine: 1); returns the number of threads torch uses."""
+    import torch
 
-    def git(*cmd: str) -> str:
-        out = subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True)
-        return out.stdout.strip()
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    return torch.get_num_threads()
 
-    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--", "effssl_plugin") else ""
+
+def git(*cmd: str) -> str:
+    out = subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+#: the code a run depends on: a change here, uncommitted, marks its start as dirty
+CODE_PATHS = ("effssl_plugin", "configs", "hydra_plugins", "benchmarks/study.py")
+
+
+def record_start(run_dir: Path, threads: int | None = None) -> None:
+    """Appends this (re)start's code version and command to the run's ``starts.log``: the
+    commit of the study's code, a mark when its package, configs or runner have uncommitted
+    changes, where ``effssl_plugin`` and its configs were imported from (a pinned copy, or the
+    editable checkout), and torch's thread count."""
+    import effssl_plugin
+
+    spec = importlib.util.find_spec("effssl_plugin.configs")
+    configs = [  # resolved through an editable install's links to the real files
+        str((Path(d) / "effssl.yaml").resolve().parent)
+        for d in (spec.submodule_search_locations or [] if spec else [])
+    ]
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--", *CODE_PATHS) else ""
     with open(run_dir / "starts.log", "a") as f:
         f.write(
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} commit {git('rev-parse', 'HEAD')}{dirty}: "
             f"{' '.join(sys.argv[1:])}\n"
         )
+        f.write(
+            f"    runner {Path(__file__).resolve()}, effssl_plugin "
+            f"{Path(effssl_plugin.__file__).resolve().parent}, configs "
+            f"{', '.join(configs)}, torch threads {threads}\n"
+        )
+    print(
+        f"[{run_dir.name}] commit {git('rev-parse', 'HEAD')}{dirty}; effssl_plugin from "
+        f"{effssl_plugin.__file__}; configs from {', '.join(configs)}; torch threads {threads}",
+        flush=True,
+    )
 
 
 def paused(out: Path) -> bool:
@@ -315,13 +681,14 @@ def hydra_path(path: Path) -> str:
 def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
     """The launcher's config overrides for one run: the study's settings, then (effssl)
     :data:`EFFSSL_BASE` and ``--effssl-overrides``, then the variant's, which win."""
+    train_dir, fraction, _ = study_data(args, data)
     overrides = [
         f"machine={args.machine}",
         "dataset=custom_lowres",
-        f"data.train_path={hydra_path(data / 'train')}",
+        f"data.train_path={hydra_path(train_dir)}",
         "data.val_path=null",
         f"data.num_workers={args.workers}",
-        f"data.fraction={args.fraction if args.fraction < 1 else -1}",
+        f"data.fraction={fraction}",
         f"backbone.kwargs.model_name={args.model}",
         f"optimizer.batch_size={args.batch}",
         f"max_epochs={args.epochs}",
@@ -344,16 +711,18 @@ def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
 def launcher_worker(args) -> None:
     """One run through this package's launcher (effssl or a solo-learn baseline)."""
     warnings.filterwarnings("ignore")
+    import torch
     from hydra import compose, initialize_config_module
     from lightning.pytorch.callbacks import Callback
 
     from effssl_plugin.main_pretrain import pretrain
 
+    threads = set_threads(args)
     data = ensure_data(args.data_dir)
-    sets = eval_sets(data, args.fraction)
+    sets = eval_sets(*study_data(args, data))
     run_dir = args.out / "runs" / run_name(args.method, args.variant, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record_start(run_dir)
+    record_start(run_dir, threads)
     log = EvalLog(run_dir)
     overrides = launcher_overrides(args, data, run_dir)
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
@@ -361,20 +730,34 @@ def launcher_worker(args) -> None:
     eval_epochs = set(args.eval_epochs)
     out = args.out
 
+    def diverged(trainer, why: str) -> None:
+        (run_dir / DIVERGED).write_text(f"{why} (epoch {trainer.current_epoch + 1})\n")
+        print(f"[{run_dir.name}] diverged: {why}", flush=True)
+        trainer.should_stop = True
+
     class Study(Callback):
         """Wall-clock per epoch (evaluation excluded), kNN at the evaluation epochs,
-        stop after a checkpoint when ``PAUSE`` appears."""
+        stop after a checkpoint when ``PAUSE`` appears, or at a non-finite loss or kNN
+        (``diverged.txt``: the run is over, with no score)."""
 
         def on_train_start(self, trainer, module) -> None:  # before the module's calibration
             self.t0 = time.perf_counter()
             self.base = log.train_seconds_at(trainer.current_epoch)  # epochs already done
 
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+                diverged(trainer, f"non-finite loss at global step {trainer.global_step}")
+
         def on_train_epoch_end(self, trainer, module) -> None:
             self.base += time.perf_counter() - self.t0
             epoch = trainer.current_epoch + 1  # epochs completed
             log.add_time(epoch, self.base)
-            if epoch in eval_epochs:
+            if epoch in eval_epochs and not (run_dir / DIVERGED).exists():
                 top1, top5 = knn_eval(module.backbone, sets)
+                if not math.isfinite(top1):
+                    diverged(trainer, "non-finite features")
+                    return
                 log.add(
                     epoch=epoch,
                     train_s=round(self.base, 2),
@@ -387,7 +770,12 @@ def launcher_worker(args) -> None:
                 trainer.should_stop = True
             self.t0 = time.perf_counter()
 
-    pretrain(cfg, extra_callbacks=[Study()])
+    try:
+        pretrain(cfg, extra_callbacks=[Study()])
+    except Exception as error:  # effssl's own check stops at a non-finite loss
+        if type(error).__name__ == "NonFiniteLossError":
+            (run_dir / DIVERGED).write_text(f"{str(error).splitlines()[0]}\n")
+        raise
 
 
 # ------------------------------------------------------- official reference
@@ -500,12 +888,14 @@ def official_worker(args) -> None:
             "calibration loop over every image (drop_last=False), so that no bank row stays "
             f"zero: variant {OFFICIAL_LIKE_PLUGIN}"
         )
+    threads = set_threads(args)
     run_dir = args.out / "runs" / run_name("official", args.variant, args.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record_start(run_dir)
+    record_start(run_dir, threads)
     log = EvalLog(run_dir)
     data = ensure_data(args.data_dir)
-    sets = eval_sets(data, args.fraction)
+    train_dir, fraction, eval_dir = study_data(args, data)
+    sets = eval_sets(train_dir, fraction, eval_dir)
 
     effssl_plugin.register()
     # our data pipeline: the same config the launcher builds for effssl
@@ -515,9 +905,9 @@ def official_worker(args) -> None:
             overrides=[
                 "machine=cpu",
                 "dataset=custom_lowres",
-                f"data.train_path={hydra_path(data / 'train')}",
+                f"data.train_path={hydra_path(train_dir)}",
                 "data.val_path=null",
-                f"data.fraction={args.fraction if args.fraction < 1 else -1}",
+                f"data.fraction={fraction}",
                 f"optimizer.batch_size={args.batch}",
                 *args.effssl_overrides,
             ],
@@ -634,6 +1024,10 @@ def write_settings(args) -> None:
     }
     if args.machine != "cpu":  # recorded only when not the default (older studies lack it)
         settings["machine"] = args.machine
+    if getattr(args, "holdout", 0):  # the held-out split (issue 27; older studies lack it)
+        settings |= {"holdout": args.holdout, "split_seed": args.split_seed}
+    if getattr(args, "eval_set", "test") != "test":
+        settings["eval_set"] = args.eval_set
     path = args.out / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -643,9 +1037,61 @@ def write_settings(args) -> None:
         path.write_text(json.dumps(settings, indent=1) + "\n")
 
 
+#: a run whose loss or features became non-finite: it is over, with no score
+DIVERGED = "diverged.txt"
+
+
 def finished(args, method: str, variant: str, seed: int) -> bool:
-    rows = EvalLog(args.out / "runs" / run_name(method, variant, seed)).rows()
-    return any(int(r["epoch"]) >= last_epoch(args) for r in rows)
+    """The run's last evaluation is in, or it diverged (``diverged.txt``)."""
+    run_dir = args.out / "runs" / run_name(method, variant, seed)
+    if (run_dir / DIVERGED).exists():
+        return True
+    return any(int(r["epoch"]) >= last_epoch(args) for r in EvalLog(run_dir).rows())
+
+
+def prepare_study_data(args) -> None:
+    """Extracts the data and, with ``--holdout``, prepares and verifies the split before any
+    run starts, recording its summary in ``<out>/split.json`` (a different split is refused)."""
+    if not getattr(args, "holdout", 0):
+        return  # the workers extract the data
+    data = ensure_data(args.data_dir)
+    summary = verify_split(prepare_split(data, args.holdout, args.split_seed, [args.fraction]))
+    path = args.out / "split.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        same = ("holdout_per_class", "seed", "val_sha256", "val_content_sha256", "trainpool_sha256")
+        if any(old[k] != summary[k] for k in same):
+            sys.exit(f"{path} records another split; use another --out")
+        for name, share in old["shares"].items():  # keep the shares prepared earlier
+            summary["shares"].setdefault(name, share)
+        if any(old["shares"][n]["sha256"] != summary["shares"][n]["sha256"] for n in old["shares"]):
+            sys.exit(f"{path} records other training shares; use another --out")
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def search_scores(args, method: str) -> dict[float, float | None]:
+    """``{learning rate: validation kNN top-1 at the last epoch}`` of ``method``'s finished
+    search runs (seed 0, the protocol's); None for a run that diverged."""
+    scores = {}
+    for factor in (*SEARCH_FACTORS, *SEARCH_EXTENSION.values()):
+        run_dir = args.out / "runs" / run_name(method, search_variant(method, factor), 0)
+        rows = [r for r in EvalLog(run_dir).rows() if int(r["epoch"]) == args.epochs]
+        if (run_dir / DIVERGED).exists():
+            scores[search_lr(method, factor)] = None
+        elif rows:
+            scores[search_lr(method, factor)] = float(rows[-1]["knn_top1"])
+    return scores
+
+
+def planned_runs(args, plan: str) -> list[tuple[str, str, int]]:
+    """A plan's runs, seed by seed; a search plan (``lr_<method>``) run to the schedule's end
+    adds the extension its rule asks for (:func:`search_extension`), once."""
+    runs = [(m, v, s) for s in args.seeds for m, v in PLANS[plan]]
+    method = plan.removeprefix("lr_")
+    if plan.startswith("lr_") and method in SEARCH_LR and last_epoch(args) == args.epochs:
+        if 0 in args.seeds and (extra := search_extension(method, search_scores(args, method))):
+            runs.append((method, extra, 0))
+    return runs
 
 
 def run_all(args) -> None:
@@ -657,10 +1103,26 @@ def run_all(args) -> None:
             f"# {time.strftime('%Y-%m-%d %H:%M')} {platform.machine()} {os.cpu_count()} cpus, "
             f"python {platform.python_version()}: {' '.join(sys.argv)}\n"
         )
-    # in the order of the plans (the budget's priority), each plan seed by seed
-    runs = [(m, v, s) for plan in args.plan for s in args.seeds for m, v in PLANS[plan]]
+    prepare_study_data(args)
     failed = []
+    # in the order of the plans (the budget's priority), each plan seed by seed; a search
+    # plan's extension (if its rule asks for one) right after its grid
+    for plan in args.plan:
+        runs = planned_runs(args, plan)
+        run_list(args, runs, failed)
+        run_list(args, [r for r in planned_runs(args, plan) if r not in runs], failed)
+    report(args)
+    if failed:  # the other runs went on; their errors are in runs.log
+        sys.exit(f"failed: {', '.join(dict.fromkeys(failed))} (see {log})")
+
+
+def run_list(args, runs: list[tuple[str, str, int]], failed: list[str]) -> None:
+    """Starts each unfinished run of ``runs`` as a worker process (output in ``runs.log``);
+    a run that fails is added to ``failed`` and the others go on."""
+    log = args.out / "runs.log"
     for method, variant, seed in dict.fromkeys(runs):
+        if run_name(method, variant, seed) in failed:
+            continue
         if paused(args.out):
             print("PAUSE present: stopping before the next run")
             break
@@ -686,9 +1148,6 @@ def run_all(args) -> None:
         print(f"   exit {proc.returncode} after {(time.time() - start) / 60:.1f} min", flush=True)
         if proc.returncode != 0 and not paused(args.out):
             failed.append(run_name(method, variant, seed))
-    report(args)
-    if failed:  # the other runs went on; their errors are in runs.log
-        sys.exit(f"failed: {', '.join(failed)} (see {log})")
 
 
 def common_argv(args) -> list[str]:
@@ -720,14 +1179,22 @@ def common_argv(args) -> list[str]:
         argv += ["--stop-after", str(args.stop_after)]
     if args.official_src is not None:
         argv += ["--official-src", str(args.official_src)]
+    if getattr(args, "holdout", 0):
+        argv += ["--holdout", str(args.holdout), "--split-seed", str(args.split_seed)]
+    if getattr(args, "eval_set", "test") != "test":
+        argv += ["--eval-set", args.eval_set]
+    if getattr(args, "threads", 0):
+        argv += ["--threads", str(args.threads)]
     return argv
 
 
 def linear_probes(args) -> None:
     """``effssl-linear`` on the final encoder of every finished launcher run (frozen backbone,
     the run's training share as labelled data, the 10,000 test images), into
-    ``<run>/linear.json``; finished probes are skipped."""
+    ``<run>/linear.json``; finished probes are skipped. With ``--eval-set val`` the probe is
+    scored on the validation images instead of the test images."""
     data = ensure_data(args.data_dir)
+    _, fraction, eval_dir = study_data(args, data)
     for run_dir in run_dirs(args):
         method, variant, seed = parse_run_name(run_dir.name)
         target = run_dir / "linear.json"
@@ -746,8 +1213,8 @@ def linear_probes(args) -> None:
             "effssl_plugin.main_linear",
             f"pretrained_feature_extractor={hydra_path(pretrain_dir)}",
             f"machine={args.machine}",
-            f"data.val_path={hydra_path(data / 'test')}",
-            f"data.fraction={args.fraction if args.fraction < 1 else -1}",
+            f"data.val_path={hydra_path(eval_dir)}",
+            f"data.fraction={fraction}",
             f"data.num_workers={args.workers}",
             f"max_epochs={args.linear_epochs}",
             f"+check_val_every_n_epoch={args.linear_epochs}",  # the test set once, at the end
@@ -773,7 +1240,9 @@ def random_init_reference(args) -> None:
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
-    sets = eval_sets(ensure_data(args.data_dir), args.fraction)
+    set_threads(args)
+    prepare_study_data(args)
+    sets = eval_sets(*study_data(args, ensure_data(args.data_dir)))
     path = args.out / "random_init.csv"
     done = set()
     if path.exists():
@@ -1032,6 +1501,72 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
     return lines + [""]
 
 
+def evaluated_images(args) -> str:
+    """The report's name for the evaluation images."""
+    if getattr(args, "eval_set", "test") == "val":
+        return (
+            f"the held-out validation split ({args.holdout} training images a class, split "
+            f"seed {args.split_seed}, never trained on; `split.json`), not the test set"
+        )
+    return "the 10,000 test images"
+
+
+def search_lines(args, runs: dict) -> list[str]:
+    """The learning-rate search (protocol 01): each searched method's learning rates with
+    their kNN at every evaluated epoch (seed 0), and the rule's choice (on the last epoch)
+    once its grid has finished."""
+    methods = [
+        m
+        for m in SEARCH_LR
+        if any(
+            (m, search_variant(m, f)) in runs for f in (*SEARCH_FACTORS, *SEARCH_EXTENSION.values())
+        )
+    ]
+    if not methods:
+        return []
+    lines = [
+        "## Learning-rate search (benchmarks/protocols/01_lr_search.md)",
+        "",
+        f"Seed 0, warm-up {SEARCH_WARMUP:.0%} of the schedule for every arm. The rule: the "
+        f"highest kNN at epoch {args.epochs}; within {SEARCH_TIE:g} point of it, the learning "
+        "rate closest to the current one (log scale), then the lower; a choice at an edge of "
+        "the grid runs the next value past it (x1/9 or x9) once.",
+        "",
+        "| method | learning rate | x current | kNN top-1 by epoch | at the end |",
+        "|---|---|---|---|---|",
+    ]
+    for method in methods:
+        for factor in sorted((*SEARCH_FACTORS, *SEARCH_EXTENSION.values())):
+            variant = search_variant(method, factor)
+            run_dir = args.out / "runs" / run_name(method, variant, 0)
+            rows = runs.get((method, variant), {}).get(0, [])
+            if not rows and not (run_dir / DIVERGED).exists():
+                continue
+            curve = ", ".join(f"{int(r['epoch'])}: {r['knn_top1']:.2f}" for r in rows)
+            end = [r["knn_top1"] for r in rows if int(r["epoch"]) == args.epochs]
+            if (run_dir / DIVERGED).exists():
+                end_cell = "diverged: " + (run_dir / DIVERGED).read_text().strip()
+            else:
+                end_cell = f"**{end[0]:.2f}**" if end else "(running)"
+            lines.append(
+                f"| {method} | {search_lr(method, factor):g} | {factor:.3g} | {curve or '-'} | "
+                f"{end_cell} |"
+            )
+        scores = search_scores(args, method)
+        grid = [search_lr(method, f) for f in SEARCH_FACTORS]
+        if all(lr in scores for lr in grid):
+            chosen, why = search_choice(scores, SEARCH_LR[method])
+            extension = search_extension(method, scores)
+            lines.append(
+                f"| **{method}: chosen** | **{chosen:g}** | | {why}"
+                + (f"; extension {extension} due" if extension else "")
+                + " | |"
+                if chosen is not None
+                else f"| **{method}: no choice** | | | {why} | |"
+            )
+    return lines + [""]
+
+
 def report(args) -> None:
     import matplotlib
 
@@ -1075,7 +1610,7 @@ def report(args) -> None:
             if getattr(args, "effssl_overrides", None)
             else ". "
         )
-        + f"kNN (cosine, k={K}, T={T}) top-1 on the 10,000 test images, the run's training "
+        + f"kNN (cosine, k={K}, T={T}) top-1 on {evaluated_images(args)}, the run's training "
         "images as reference. Mean +- sample standard deviation over seeds, then every "
         "seed's value. Wall-clock minutes exclude evaluation and include calibration and "
         "data loading; 'clipped' caps each epoch at "
@@ -1159,6 +1694,7 @@ def report(args) -> None:
     fig.savefig(args.out / "study.png", dpi=120)
     plt.close(fig)
     lines += ["![kNN against epochs and wall-clock](study.png)", ""]
+    lines += search_lines(args, runs)
     lines += comparison_lines(runs, args.epochs)
     lines += ["## Every evaluation", "", "| run | " + " | ".join(["epoch: top-1"]) + " |"]
     lines += ["|---|---|"]
@@ -1194,6 +1730,27 @@ def main() -> None:
         "optimizer.lr=0.1 (recorded in settings.json)",
     )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="training images a class held out as the validation split (issue 27; 0: none, "
+        "the training share drawn from all training images as before)",
+    )
+    p.add_argument("--split-seed", type=int, default=0, help="the draw of --holdout's split")
+    p.add_argument(
+        "--eval-set",
+        default="test",
+        choices=["test", "val"],
+        help="the kNN's (and linear probe's) evaluation images: the test set, or the held-out "
+        "validation split (needs --holdout): every choice is made on val",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads in each worker (0: torch's default); 1 beside other work",
+    )
     p.add_argument(
         "--machine",
         default="cpu",

@@ -57,6 +57,18 @@ def test_pipelines_can_be_swapped_and_edited_from_the_command_line():
     assert cfg.augmentations[0].crop_size == 160
 
 
+@pytest.mark.parametrize("config", PRETRAIN_CONFIGS)
+def test_every_pretrain_config_states_its_warm_up_so_it_can_be_overridden(config):
+    """A key missing from a config is refused on the command line (Hydra's struct mode:
+    ``Key 'warmup_epochs' is not in struct``), and solo-learn would fill in its default of
+    10 warm-up epochs unseen: every method's config states it (issue 27)."""
+    stated = OmegaConf.load(CONFIGS / f"{config}.yaml").scheduler
+    assert {"name", "warmup_epochs", "interval"} <= set(stated)
+    assert stated.warmup_epochs == (0 if config == "effssl" else 10)  # the recipes' values
+    cfg = compose(config, ["scheduler.warmup_epochs=1"])
+    assert cfg.scheduler.warmup_epochs == 1
+
+
 def test_package_data_ships_every_config_file():
     """A non-editable install copies only the package data: every YAML under configs/ must
     match one of pyproject's patterns for ``effssl_plugin.configs``."""

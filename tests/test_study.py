@@ -30,6 +30,9 @@ def make_args(out, **kw) -> argparse.Namespace:
         effssl_overrides=[],
         machine="cpu",
         stop_after=None,
+        holdout=0,
+        split_seed=0,
+        eval_set="test",
     )
     return argparse.Namespace(**{**base, **kw})
 
@@ -174,6 +177,195 @@ def test_every_planned_launcher_run_composes_with_its_variant_applied(tmp_path):
                 except ValueError:
                     assert got == value.lower(), (method, override)
     assert ("mocov2plus", "queue=4096") in runs and ("byol", "lr=0.2") in runs
+    searched = {run for m in study.SEARCH_LR for run in study.PLANS[f"lr_{m}"]}
+    assert searched <= runs and len(searched) == 3 * len(study.SEARCH_LR)
+
+
+def test_every_search_arm_composes_with_its_learning_rate_and_no_warm_up(tmp_path):
+    """Protocol 01's arms, the grid and its one-step extensions: each composes (the baseline
+    configs state ``scheduler.warmup_epochs``, so the override is accepted) with the method's
+    current learning rate x its factor, warm-up 0 and the other settings unchanged."""
+    from hydra import compose, initialize_config_module
+
+    factors = (*study.SEARCH_FACTORS, *study.SEARCH_EXTENSION.values())
+    with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+        for method in study.SEARCH_LR:
+            recipe = compose(method, overrides=["machine=cpu"])
+            for factor in factors:
+                variant = study.search_variant(method, factor)
+                args = make_args(tmp_path, method=method, variant=variant, seed=0, workers=0)
+                run_dir = tmp_path / "runs" / study.run_name(method, variant, 0)
+                assert study.parse_run_name(run_dir.name) == (method, variant, 0)
+                cfg = compose(method, overrides=study.launcher_overrides(args, tmp_path, run_dir))
+                assert cfg.optimizer.lr == pytest.approx(study.SEARCH_LR[method] * factor, rel=5e-3)
+                assert cfg.scheduler.warmup_epochs == 0
+                assert cfg.optimizer.name == recipe.optimizer.name  # only the lr searched
+                assert cfg.scheduler.interval == recipe.scheduler.interval
+                if method == "effssl":
+                    assert cfg.method_kwargs.bank_update == "grad"  # EFFSSL_BASE
+                if method == "mocov2plus":
+                    assert cfg.method_kwargs.queue_size == 4096
+    # the grid is x1/3, x1, x3 of today's value, the value itself in the middle
+    assert [study.search_lr("simclr", f) for f in study.SEARCH_FACTORS] == [0.133, 0.4, 1.2]
+    assert [study.search_lr("effssl", f) for f in study.SEARCH_FACTORS] == [0.0333, 0.1, 0.3]
+    assert study.PLANS["lr_search"][:3] == study.PLANS["lr_simclr"]  # simclr first
+
+
+def test_the_search_rule_picks_the_best_and_breaks_ties_towards_the_current_value():
+    choice = study.search_choice
+    assert choice({0.1: 30.0, 0.3: 33.0, 1.0: 31.0}, 0.3)[0] == 0.3
+    assert choice({0.1: 35.0, 0.3: 33.0, 1.0: 31.0}, 0.3)[0] == 0.1  # by more than the margin
+    lr, why = choice({0.1: 33.9, 0.3: 33.0, 1.0: 31.0}, 0.3)  # within 1 point: the current
+    assert lr == 0.3 and "tied" in why
+    assert choice({0.1: 33.0, 0.3: 20.0, 0.9: 33.5}, 0.3)[0] == 0.1  # equally far: the lower
+    assert choice({0.1: None, 0.3: float("nan"), 0.9: 25.0}, 0.3)[0] == 0.9  # diverged: no score
+    assert choice({0.1: None}, 0.3) == (None, "no run finished with a finite score")
+
+
+def test_the_search_extends_past_an_edge_of_the_grid_once():
+    grid = [study.search_lr("simclr", f) for f in study.SEARCH_FACTORS]  # 0.133, 0.4, 1.2
+    ext = study.search_extension
+    assert ext("simclr", dict(zip(grid, [30.0, 33.0, 31.0], strict=True))) is None
+    assert ext("simclr", dict(zip(grid, [30.0, 31.0, 33.0], strict=True))) == "lr=3.6,wu=0"
+    assert ext("simclr", dict(zip(grid, [34.0, 31.0, 30.0], strict=True))) == "lr=0.0444,wu=0"
+    assert ext("simclr", dict(zip(grid[:2], [30.0, 33.0], strict=True))) is None  # unfinished
+    ran = dict(zip(grid, [30.0, 31.0, 33.0], strict=True)) | {3.6: 20.0}
+    assert ext("simclr", ran) is None  # once only
+    assert study.search_choice(ran, 0.4)[0] == 1.2
+
+
+def test_a_finished_search_grid_runs_its_extension_after_it(tmp_path, monkeypatch):
+    args = make_args(tmp_path, plan=["lr_simclr"], seeds=[0], workers=1, epochs=10)
+    args.data_dir, args.official_src = tmp_path, None
+    for factor, top1 in zip(study.SEARCH_FACTORS, [30.0, 31.0, 33.0], strict=True):
+        add_run(tmp_path, "simclr", study.search_variant("simclr", factor), 0, [20.0, top1])
+    started = []
+
+    def fake_run(cmd, **kwargs):
+        started.append(cmd[cmd.index("--variant") + 1])
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    monkeypatch.setattr(study, "report", lambda args: None)
+    study.run_all(args)
+    assert started == ["lr=3.6,wu=0"]
+    # a diverged run is over (not restarted) and has no score
+    diverged = tmp_path / "runs" / study.run_name("simclr", "lr=3.6,wu=0", 0)
+    diverged.mkdir()
+    (diverged / study.DIVERGED).write_text("non-finite loss\n")
+    assert study.finished(args, "simclr", "lr=3.6,wu=0", 0)
+    assert study.search_scores(args, "simclr")[3.6] is None
+    started.clear()
+    study.run_all(args)
+    assert started == []
+
+
+def fake_cifar(root, classes=10, per_class=40):
+    """A training folder of distinct small files (the split only links and hashes them)."""
+    for c in range(classes):
+        d = root / "train" / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            (d / f"{i:04d}.jpg").write_bytes(f"{c}-{i}".encode())
+    (root / "test" / "class0").mkdir(parents=True)
+    return root
+
+
+def test_the_validation_split_is_stratified_disjoint_from_every_share_and_verified(tmp_path):
+    data = fake_cifar(tmp_path / "data")
+    out = study.prepare_split(data, holdout=4, seed=0, fractions=[0.1, 0.4])
+    val, pool = study.folder_names(out / "val"), study.folder_names(out / "trainpool")
+    small, large = study.folder_names(out / "train_f0.1"), study.folder_names(out / "train_f0.4")
+    train = study.folder_names(data / "train")
+    assert sorted(val) == sorted(train)  # every class folder in every split folder
+    for cls in train:
+        assert len(val[cls]) == 4 and len(small[cls]) == 4 and len(large[cls]) == 16
+        assert sorted(val[cls] + pool[cls]) == train[cls]  # a partition of the class
+        assert not set(val[cls]) & set(large[cls]) and not set(val[cls]) & set(small[cls])
+        assert set(small[cls]) <= set(large[cls]) <= set(pool[cls])  # nested shares
+    # hard links of the extracted images, same bytes
+    some = next(iter(val["class3"]))
+    assert (out / "val" / "class3" / some).read_bytes() == (
+        data / "train/class3" / some
+    ).read_bytes()
+    summary = study.verify_split(out)
+    assert summary["val_images"] == 40 and summary["trainpool_images"] == 360
+    assert summary["shares"]["train_f0.1"]["images"] == 40
+    # the same call again verifies and keeps the split; another seed draws another one
+    assert study.prepare_split(data, 4, 0, [0.1]) == out
+    assert study.verify_split(out) == summary
+    other = study.verify_split(study.prepare_split(data, 4, 1, [0.1]))
+    assert other["val_sha256"] != summary["val_sha256"]
+    # a validation image in a training share, or a missing one, is caught
+    shutil_copy = (out / "val" / "class3" / some).read_bytes()
+    (out / "train_f0.1" / "class3" / some).write_bytes(shutil_copy)
+    with pytest.raises(SystemExit, match="train_f0.1/ differs"):
+        study.verify_split(out)
+    (out / "train_f0.1" / "class3" / some).unlink()
+    (out / "val" / "class3" / some).unlink()
+    with pytest.raises(SystemExit, match="val/ differs"):
+        study.verify_split(out)
+
+
+def test_the_split_of_cifar10_sizes_leaves_room_for_the_10_and_40_percent_shares():
+    files = {f"c{c}": [f"{i:04d}.jpg" for i in range(5000)] for c in range(10)}
+    drawn = study.draw_split(files, holdout=500, seed=0)
+    assert drawn == study.draw_split(files, holdout=500, seed=0)  # fixed by the seed
+    for cls in files:
+        val, pool = set(drawn["val"][cls]), drawn["pool"][cls]
+        assert len(val) == 500 and len(pool) == 4500 and not val & set(pool)
+        assert not val & set(pool[: study.share_per_class(0.4, 5000)])  # 2,000 a class
+    assert study.share_per_class(0.1, 5000) == 500
+    with pytest.raises(ValueError, match="does not fit"):
+        study.draw_split(files, holdout=5000, seed=0)
+
+
+def test_the_study_trains_on_its_share_and_evaluates_on_val_only_when_asked(tmp_path):
+    data = fake_cifar(tmp_path / "data")
+    args = make_args(tmp_path / "out", holdout=4, split_seed=0, eval_set="val", workers=0)
+    train_dir, fraction, eval_dir = study.study_data(args, data)
+    assert (train_dir.name, fraction, eval_dir.name) == ("train_f0.1", -1, "val")
+    args.method, args.variant, args.seed = "simclr", "default", 0
+    overrides = study.launcher_overrides(args, data, tmp_path / "run")
+    assert f"data.train_path='{train_dir}'" in overrides and "data.fraction=-1" in overrides
+    args.eval_set = "test"
+    assert study.study_data(args, data)[2] == data / "test"
+    # without a holdout: solo-learn's fraction of all training images, as before; no val
+    old = make_args(tmp_path / "out")
+    assert study.study_data(old, data) == (data / "train", 0.1, data / "test")
+    with pytest.raises(SystemExit, match="needs --holdout"):
+        study.study_data(make_args(tmp_path, eval_set="val"), data)
+    # the settings record the split and the evaluation set; the workers get them
+    args.eval_set, args.out = "val", tmp_path / "out"
+    args.out.mkdir()
+    study.write_settings(args)
+    settings = json.loads((args.out / "settings.json").read_text())
+    assert (settings["holdout"], settings["split_seed"], settings["eval_set"]) == (4, 0, "val")
+    args.stop_after, args.official_src, args.data_dir, args.threads = None, None, data, 1
+    argv = study.common_argv(args)
+    for flag, value in (("--holdout", "4"), ("--eval-set", "val"), ("--threads", "1")):
+        assert argv[argv.index(flag) + 1] == value
+    args.data_dir = data
+    study.prepare_study_data(args)
+    recorded = json.loads((args.out / "split.json").read_text())
+    assert recorded["val_images"] == 40 and "train_f0.1" in recorded["shares"]
+    args.split_seed = 1
+    with pytest.raises(SystemExit, match="another split"):
+        study.prepare_study_data(args)
+
+
+def test_workers_set_their_threads_and_record_code_and_import_paths(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert study.set_threads(SimpleNamespace(threads=1)) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    study.record_start(tmp_path, threads=1)
+    first, second = (tmp_path / "starts.log").read_text().splitlines()
+    assert len(first.split(" commit ")[1].split()[0]) == 40  # the full hash
+    assert "effssl_plugin /" in second and "torch threads 1" in second
 
 
 def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
@@ -462,3 +654,17 @@ def test_timm_box_is_timms_box_with_the_official_draw_order():
     boxes = [study.timm_box((1, 3, 32, 32), 1 - (7.5 / 32) ** 2) for _ in range(50)]
     inside = [x2 - x1 for x1, _, x2, _ in boxes if 0 < x1 and x2 < 32]
     assert inside and set(inside) == {7}
+
+
+def test_the_search_chain_runs_the_protocols_plans_in_its_order():
+    """benchmarks/study_lr_search.sh: valid bash, its plans are the search's in protocol
+    01's order (simclr first), evaluated on the validation split, one thread a worker."""
+    script = REPO / "benchmarks" / "study_lr_search.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("python benchmarks/study.py --plan")]
+    plans = line.split("--plan ")[1].split(" --")[0].split()
+    assert plans == ["lr_simclr", "lr_effssl", "lr_byol", "lr_mocov2plus"]
+    assert all(p in study.PLANS for p in plans)
+    for flag in ("--holdout 500", "--eval-set val", "--threads 1", "--epochs 15"):
+        assert flag in text

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 27, step 1: the symmetric learning-rate search on the held-out validation split, in the
+# order of benchmarks/protocols/01_lr_search.md (committed before the first run): the untrained
+# backbone on the split, then SimCLR's grid, EffSSL's, BYOL's, MoCo v2+'s, each followed by the
+# one extension its rule may ask for. Every step skips finished runs and resumes partial ones,
+# so this script can be killed and started again at any time.
+#
+# Run it from a pinned copy of the code, so that work on the repository cannot change it
+# mid-run (the protocol's "Running it"):
+#   git worktree add /work/study_pin <commit>; mkdir -p /work/study_logs
+#   pip install --no-deps --no-build-isolation --target /work/study_pin_site /work/study_pin
+#   cd /work/study_pin && PIN_SITE=/work/study_pin_site \
+#       OUT=/work/main/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
+#       nohup setsid nice -n 19 bash benchmarks/study_lr_search.sh \
+#       >> /work/study_logs/lr_search.log 2>&1 &
+# Stop: touch "$OUT/PAUSE" (no new run starts; a running one stops after its current epoch's
+# checkpoint); remove it and start the same command to continue.
+set -u
+OUT=${OUT:-benchmarks/results/lr_search}
+if [ -n "${PIN_SITE:-}" ]; then
+    export PYTHONPATH="$PIN_SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+COMMON=(--holdout 500 --split-seed 0 --eval-set val --fraction 0.1 --model mobilenetv3_small_100
+        --batch 256 --epochs 15 --eval-epochs 5 10 15 --threads 1 --out "$OUT")
+# where the code comes from: the pinned copy when PIN_SITE is set, else the checkout
+python - "${PIN_SITE:-}" <<'PY' || exit 1
+import importlib.util, os, sys
+import effssl_plugin
+pkg = os.path.realpath(os.path.dirname(effssl_plugin.__file__))
+configs = importlib.util.find_spec("effssl_plugin.configs").submodule_search_locations[0]
+configs = os.path.dirname(os.path.realpath(os.path.join(configs, "effssl.yaml")))
+print(f"effssl_plugin from {pkg}; configs from {configs}", flush=True)
+site = sys.argv[1]
+if site and not all(p.startswith(os.path.realpath(site) + os.sep) for p in (pkg, configs)):
+    sys.exit(f"PIN_SITE={site} is set but effssl_plugin imports from {pkg}")
+PY
+git -C "$(dirname "$0")" log -1 --format='study code: commit %H (%s)'
+python benchmarks/study.py --random-init --seeds 0 1 2 "${COMMON[@]}"
+python benchmarks/study.py --plan lr_simclr lr_effssl lr_byol lr_mocov2plus --seeds 0 "${COMMON[@]}"
