@@ -23,8 +23,9 @@ fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--holdout 500 --split-seed 0 --eval-set val --fraction 0.1 --model mobilenetv3_small_100
         --batch 256 --epochs 15 --eval-epochs 5 10 15 --threads 1 --out "$OUT")
-# where the code comes from: the pinned copy when PIN_SITE is set, else the checkout
-python - "${PIN_SITE:-}" <<'PY' || exit 1
+# where the code comes from: the pinned copy when PIN_SITE is set, else the checkout (checked
+# from / so that the current folder's effssl_plugin/ cannot stand in, as it cannot for study.py)
+(cd / && python - "${PIN_SITE:-}") <<'PY' || exit 1
 import importlib.util, os, sys
 import effssl_plugin
 pkg = os.path.realpath(os.path.dirname(effssl_plugin.__file__))
