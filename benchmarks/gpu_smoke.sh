@@ -157,7 +157,7 @@ s_sync() {
 s_pretrain() {
     local images steps
     images=$(find "$DATA/train" -type f | wc -l)
-    steps=$(( images / BATCH * 2 ))  # 2 epochs (the loader drops the last partial batch)
+    steps=$(( (images / BATCH) * 2 ))  # 2 epochs (the loader drops the last partial batch)
     launch "$WORK/runs/main" 3 "data.val_path='$DATA/test'" "++max_steps=$steps" 2>&1 \
         | tee "$RES/pretrain.log"
     local run_dir
