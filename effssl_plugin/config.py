@@ -19,6 +19,7 @@ from effssl_plugin.settings import DEFAULT_METHOD_KWARGS, EffSSLSettings
 
 __all__ = [
     "resolve_accelerator",
+    "auto_precision",
     "local_device_count",
     "parse_with_real_devices",
     "parse_pretrain_cfg",
@@ -142,12 +143,28 @@ def parse_with_real_devices(
     return cfg
 
 
+def auto_precision(accelerator: str, bf16_supported: bool) -> str:
+    """What ``precision: auto`` stands for: on CUDA, ``bf16-mixed`` where the GPU computes in
+    bfloat16 natively (compute capability >= 8.0, Ampere and newer; ROCm), which needs no
+    GradScaler and has float32's range, else ``16-mixed``; ``32-true`` elsewhere."""
+    if accelerator != "cuda":
+        return "32-true"
+    return "bf16-mixed" if bf16_supported else "16-mixed"
+
+
+def cuda_bf16_supported() -> bool:
+    """Whether the current CUDA device computes in bfloat16 natively (not emulated). It
+    initialises CUDA in this process, which Lightning's DDP launcher for scripts (new
+    processes, not forks) allows."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_auto_machine(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
-    """``precision: auto``: 16-mixed on CUDA, else 32-true; ``sync_batchnorm: auto``: on when
-    several CUDA processes train."""
+    """``precision: auto``: :func:`auto_precision` for this machine; ``sync_batchnorm: auto``:
+    on when several CUDA processes train."""
     acc = resolve_accelerator(omegaconf_select(cfg, "accelerator", "auto"))
     if omegaconf_select(cfg, "precision", "auto") == "auto":
-        cfg.precision = "16-mixed" if acc == "cuda" else "32-true"
+        cfg.precision = auto_precision(acc, acc == "cuda" and cuda_bf16_supported())
     if omegaconf_select(cfg, "sync_batchnorm", "auto") == "auto":
         cfg.sync_batchnorm = acc == "cuda" and int(omegaconf_select(cfg, "world_size", 1)) > 1
     return cfg

@@ -23,11 +23,18 @@ from solo.methods.base import BaseMethod
 from solo.utils.misc import omegaconf_select
 from torch.utils.data import Dataset
 
-from effssl_plugin.bank import BANK_DTYPES, MemoryBank, negatives_generator, soft_targets
+from effssl_plugin.bank import (
+    BANK_DTYPES,
+    MemoryBank,
+    matmul_as,
+    negatives_generator,
+    soft_targets,
+)
 from effssl_plugin.calibration import initialize_bank
 from effssl_plugin.cutmix import cutmix_batch
 from effssl_plugin.distributed import is_distributed
 from effssl_plugin.errors import ConfigError, NonFiniteLossError
+from effssl_plugin.knn import validation_follows_epoch
 from effssl_plugin.losses import instance_ce_loss, sqrt_kl_loss
 from effssl_plugin.settings import EffSSLSettings, check_bank_shape
 
@@ -74,6 +81,9 @@ class EffSSL(BaseMethod):
         self._pending_update: Callable[[], None] | None = None
         self._host_indexes: torch.Tensor | None = None
         self._epoch_start_update = 0
+        #: whether this epoch's training features go to the online kNN (only when a
+        #: validation will use them: :meth:`on_train_epoch_start`)
+        self._knn_collects = True
         #: (global step, epoch, batch, [loss, ce, kl] on the device) of the steps since the
         #: last host check of the losses (:meth:`raise_if_not_finite`)
         self._unchecked_losses: list[tuple[int, int, int, torch.Tensor]] = []
@@ -107,11 +117,14 @@ class EffSSL(BaseMethod):
         out = self.online_eval_step(x, targets, perm, lam)
         z = F.normalize(out["z"].float(), dim=1)
         indexes = indexes.long()
+        equal = self._check_ddp_batch(indexes)
         sampler = negatives_generator(self.seed, self.global_step)  # draws on the host
         host = self._host_indexes
-        cols, weight, pos = self.bank.batch_columns(indexes, s.num_negatives, sampler, host)
+        cols, weight, pos = self.bank.batch_columns(
+            indexes, s.num_negatives, sampler, host, equal_sizes=equal
+        )
         matmul_dtype = bank_matmul_dtype(s.bank_matmul, self.device)
-        logits = z.to(matmul_dtype) @ weight.to(matmul_dtype).t()
+        logits = matmul_as(z, weight.t(), matmul_dtype)  # in that dtype also under autocast
         pos_b = None if perm is None else pos[perm]
         ce = instance_ce_loss(logits, pos, s.temperature, target_b=pos_b, lam=lam)
         kl = sqrt_kl_loss(logits, s.kl_power, s.kl_temperature)
@@ -121,7 +134,7 @@ class EffSSL(BaseMethod):
             self._unchecked_losses.append((self.global_step, self.current_epoch, batch_idx, record))
         probs, stats = logit_stats(logits.detach(), pos, s.temperature, s.kl_temperature)
         if s.bank_update == "ema":
-            update = partial(self.bank.update_ema, indexes, z.detach(), s.bank_momentum)
+            update = partial(self.bank.update_ema, indexes, z.detach(), s.bank_momentum, equal)
         else:
             y = soft_targets(pos, probs.shape[1], pos_b, lam)
             args = cols, z.detach(), probs, y, s.bank_momentum, weight, matmul_dtype
@@ -145,9 +158,24 @@ class EffSSL(BaseMethod):
             out["loss"] = lam * out["loss"] + (1 - lam) * mixed
         metrics = {"train_class_loss": out["loss"], "train_acc1": out["acc1"]}
         self.log_dict({**metrics, "train_acc5": out["acc5"]}, on_epoch=True, sync_dist=True)
-        if self.knn_eval:  # unlabelled images (-1) are dropped when the kNN runs
+        if self.knn_eval and self._knn_collects:  # unlabelled (-1) dropped when the kNN runs
             self.knn(train_features=out["feats"].detach(), train_targets=targets)
         return out
+
+    def _check_ddp_batch(self, indexes: torch.Tensor) -> bool:
+        """Under DDP, whether the bank's gathers may skip exchanging sizes (no host sync):
+        every rank's training batch holds ``optimizer.batch_size`` images, as the distributed
+        sampler (same number of samples per rank) and the training loaders (last incomplete
+        batch dropped) guarantee. Checked on the host from the shape, with no communication:
+        a batch of another size would make the ranks' gathers disagree."""
+        if not is_distributed():
+            return False
+        if indexes.shape[0] != self.batch_size:
+            raise ConfigError(
+                f"a training batch of {indexes.shape[0]} images under DDP, where every rank's "
+                f"batches must hold optimizer.batch_size={self.batch_size} (drop_last)"
+            )
+        return True
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Keeps the host copy of a training batch's indexes, from which the bank draws the
@@ -190,7 +218,14 @@ class EffSSL(BaseMethod):
             )
 
     def on_after_backward(self) -> None:
-        """Applies the stashed bank update once the logits' autograd graph is consumed."""
+        """Applies the stashed bank update once the logits' autograd graph is consumed.
+
+        Under 16-mixed it also runs on the steps where the GradScaler then skips the optimizer
+        step for inf/NaN gradients. That is benign: the update reads the forward's features
+        and probabilities only, never a gradient, so it moves the rows as on any step toward
+        the current network's features; and a non-finite forward leaves every row as it was
+        (the bank's finite check) and stops the run at the next host check.
+        """
         update, self._pending_update = self._pending_update, None
         if update is not None:
             update()
@@ -201,7 +236,15 @@ class EffSSL(BaseMethod):
             initialize_bank(self)
 
     def on_train_epoch_start(self) -> None:
+        """Records the bank's update count; decides whether the online kNN collects this
+        epoch's training features: only when a validation follows (with ``data.val_path=null``
+        they would pile up and never be used) and, dropping what no validation used,
+        never more than one epoch's."""
         self._epoch_start_update = int(self.bank.num_updates)
+        if self.knn_eval:
+            self._knn_collects = validation_follows_epoch(self.trainer)
+            if self.trainer.check_val_every_n_epoch is not None:
+                self.knn.reset()
 
     def on_train_epoch_end(self) -> None:
         written = self.bank.fraction_written_after(self._epoch_start_update)

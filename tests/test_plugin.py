@@ -255,16 +255,19 @@ def test_knn_compat_matches_solo_math_and_clears_state():
     x = torch.randn(600, 16, generator=g)
     y = x[:, :8].argmax(1)
     for distance in ("cosine", "euclidean"):
-        ours = WeightedKNNClassifierTM1(k=15, distance_fx=distance)
-        ours(train_features=x[:500], train_targets=y[:500])
-        ours(test_features=x[500:], test_targets=y[500:])
-        got = ours.compute()
-        assert not ours.train_features and not ours.test_features  # cleared
         ref = WeightedKNNClassifierTM1(k=15, distance_fx=distance)
-        ref.update(train_features=x[:500], train_targets=y[:500])
-        ref.update(test_features=x[500:], test_targets=y[500:])
-        expected = solo_knn.WeightedKNNClassifier.compute(ref)  # solo-learn's own math
-        assert got == pytest.approx(expected)
+        ref.train_features, ref.train_targets = [x[:500]], [y[:500]]  # float32, as given
+        ref.test_features, ref.test_targets = [x[500:]], [y[500:]]
+        solo_class = WeightedKNNClassifierTM1.__bases__[0]  # register() swaps solo's name
+        assert solo_class.__module__ == "solo.utils.knn"
+        expected = solo_class.compute(ref)  # solo-learn's own math
+        for dtype in (torch.float32, torch.float16):  # float16: the stored cosine features
+            ours = WeightedKNNClassifierTM1(k=15, distance_fx=distance, feature_dtype=dtype)
+            ours(train_features=x[:500], train_targets=y[:500])
+            ours(test_features=x[500:], test_targets=y[500:])
+            got = ours.compute()
+            assert not ours.train_features and not ours.test_features  # cleared
+            assert got == pytest.approx(expected)
         assert got[0] > 30  # far above the 12.5% chance level
 
 

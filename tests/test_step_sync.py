@@ -1,9 +1,11 @@
 """The training step never waits for the device: no ``Tensor.item()``, ``bool(tensor)``,
 ``int(tensor)``, ``float(tensor)`` or ``tolist()`` in
-``training_step`` and ``on_after_backward`` (the bank update), for both bank rules and with
-CutMix. On a GPU each of those would stall the CUDA stream; on the CPU they are caught by
-patching them to raise while the step runs. The non-finite-loss check runs on the host only
-every ``log_every_n_steps`` steps and before each checkpoint, outside the step."""
+``training_step`` and ``on_after_backward`` (the bank update), for both bank rules, with
+CutMix, under autocast, and with the online kNN collecting features. On a GPU each of those
+would stall the CUDA stream; on the CPU they are caught by patching them to raise while the
+step runs, and on a GPU (``-k cuda``) by ``torch.cuda.set_sync_debug_mode("error")``. The
+non-finite-loss check runs on the host only every ``log_every_n_steps`` steps and before
+each checkpoint, outside the step. (The DDP path of the bank: ``test_bank.py``.)"""
 
 from __future__ import annotations
 
@@ -60,11 +62,18 @@ def test_the_guard_catches_a_sync():
 
 
 @pytest.mark.parametrize(
-    ("rule", "negatives", "matmul"),
-    [("grad", 4, "auto"), ("ema", 4, "auto"), ("grad", -1, "auto"), ("grad", -1, "bfloat16")],
+    ("rule", "negatives", "matmul", "precision"),
+    [
+        ("grad", 4, "auto", "32-true"),
+        ("ema", 4, "auto", "32-true"),
+        ("grad", -1, "auto", "32-true"),
+        ("grad", -1, "bfloat16", "32-true"),
+        ("grad", 4, "auto", "bf16-mixed"),
+        ("ema", 4, "float32", "bf16-mixed"),
+    ],
 )
 def test_training_step_and_bank_update_do_not_sync_with_the_host(
-    rule, negatives, matmul, fake_folder, workdir
+    rule, negatives, matmul, precision, fake_folder, workdir
 ):
     from lightning.pytorch.callbacks import Callback
 
@@ -90,6 +99,8 @@ def test_training_step_and_bank_update_do_not_sync_with_the_host(
         negatives,
         f"method_kwargs.bank_update={rule}",
         f"method_kwargs.bank_matmul={matmul}",
+        f"precision={precision}",
+        f"data.val_path={fake_folder}",  # the online kNN collects features in the step
     )
     cfg = compose("effssl", [*overrides, "checkpoint.enabled=false", "+log_every_n_steps=2"])
     pretrain(cfg, extra_callbacks=[Guard()])
@@ -125,18 +136,35 @@ def test_bank_matmul_dtype_follows_the_setting_and_autocast():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("rule", "negatives"), [("grad", 4), ("ema", 4), ("grad", -1)])
-def test_training_step_does_not_synchronise_a_cuda_stream(rule, negatives, fake_folder, workdir):
-    """On a GPU: the step and the bank update run under
-    ``torch.cuda.set_sync_debug_mode("error")``, which raises on any synchronising call."""
+@pytest.mark.parametrize(
+    ("rule", "negatives", "precision"),
+    [
+        *[(r, k, p) for p in ("32-true", "16-mixed") for r, k in (("grad", 4), ("ema", 4))],
+        ("grad", -1, "32-true"),
+        ("grad", -1, "16-mixed"),
+        ("grad", 4, "bf16-mixed"),  # precision=auto's choice on Ampere and newer
+    ],
+)
+def test_training_step_does_not_synchronise_a_cuda_stream(
+    rule, negatives, precision, fake_folder, workdir
+):
+    """On a GPU: from step 2 on, the step and the bank update run under
+    ``torch.cuda.set_sync_debug_mode("error")``, which raises on any synchronising call.
+    Step 1 runs unguarded: there Lightning copies each newly logged metric's default tensors
+    to the GPU (a synchronising copy) on the first ``self.log`` of its key. 16-mixed covers
+    autocast, the GradScaler's scaled backward and the half-precision bank products (and
+    bf16-mixed, the default on Ampere and newer); the validation set makes the online kNN
+    copy features to the host in every step."""
     from lightning.pytorch.callbacks import Callback
 
     from effssl_plugin.main_pretrain import pretrain
 
-    steps = {"guarded": 0}
+    steps = {"seen": 0, "guarded": 0}
 
     def strict(method):
         def call(*args, **kwargs):
+            if steps["seen"] < 2:  # step 1: Lightning's first logs of each key
+                return method(*args, **kwargs)
             torch.cuda.set_sync_debug_mode("error")
             try:
                 return method(*args, **kwargs)
@@ -147,18 +175,26 @@ def test_training_step_does_not_synchronise_a_cuda_stream(rule, negatives, fake_
 
     class Guard(Callback):
         def on_train_start(self, trainer, module) -> None:
-            step = module.training_step
+            step, after = strict(module.training_step), strict(module.on_after_backward)
 
             def training_step(*args, **kwargs):
-                steps["guarded"] += 1
-                return strict(step)(*args, **kwargs)
+                steps["seen"] += 1
+                steps["guarded"] += steps["seen"] >= 2
+                return step(*args, **kwargs)
 
             module.training_step = training_step
-            module.on_after_backward = strict(module.on_after_backward)
+            module.on_after_backward = after
 
     overrides = tiny_overrides(
-        fake_folder, 2, 6, negatives, f"method_kwargs.bank_update={rule}", "accelerator=gpu"
+        fake_folder,
+        2,
+        6,
+        negatives,
+        f"method_kwargs.bank_update={rule}",
+        "accelerator=gpu",
+        f"precision={precision}",
+        f"data.val_path={fake_folder}",
     )
     cfg = compose("effssl", [*overrides, "checkpoint.enabled=false", "+log_every_n_steps=2"])
     pretrain(cfg, extra_callbacks=[Guard()])
-    assert steps["guarded"] == 6
+    assert steps["seen"] == 6 and steps["guarded"] == 5  # every step from step 2 guarded
