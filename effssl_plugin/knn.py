@@ -41,7 +41,10 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
       (small), every rank finds the ``k`` nearest among its own training features, and
       only those ``k`` candidates per test feature are gathered and merged (torchmetrics'
       own sync would gather every rank's training features on every rank);
-    * the stored features are cleared after every ``compute``;
+    * the stored features are cleared after every ``compute``; with
+      :meth:`start_training_epoch` called at the start of each training epoch, training
+      features are collected only in epochs that a validation follows and never kept
+      beyond one epoch (solo-learn's kept every step's, forever when no validation ran);
     * the number of classes comes from the train and test labels together (solo-learn
       counts the distinct test labels only, and crashes when a validation subset lacks
       some classes);
@@ -72,6 +75,8 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
         self.distance_fx = distance_fx
         self.epsilon = epsilon
         self.feature_dtype = feature_dtype if distance_fx == "cosine" else torch.float32
+        #: whether ``update`` stores training features (:meth:`start_training_epoch`)
+        self.collect_train = True
         self.add_state("train_features", default=[], persistent=False)
         self.add_state("train_targets", default=[], persistent=False)
         self.add_state("test_features", default=[], persistent=False)
@@ -91,12 +96,21 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
         ):
             if (features is None) != (targets is None):
                 raise ValueError(f"{kind}_features and {kind}_targets go together")
-            if features is None:
+            if features is None or (kind == "train" and not self.collect_train):
                 continue
             if features.shape[0] != targets.shape[0]:
                 raise ValueError(f"{features.shape[0]} {kind} features, {targets.shape[0]} targets")
             getattr(self, f"{kind}_features").append(_to_host(self._prepare(features)))
             getattr(self, f"{kind}_targets").append(_to_host(targets.detach().long()))
+
+    def start_training_epoch(self, trainer: Any) -> None:
+        """Called when a training epoch starts: training features are collected in it only
+        if a validation follows (:func:`validation_follows_epoch`); features that no
+        validation used are dropped (unless validation is counted in steps across epochs,
+        ``check_val_every_n_epoch=None``)."""
+        self.collect_train = validation_follows_epoch(trainer)
+        if trainer.check_val_every_n_epoch is not None:
+            self.reset()
 
     def _prepare(self, features: Tensor) -> Tensor:
         """The stored form: normalised in float32 then ``feature_dtype`` (cosine), float32."""

@@ -34,7 +34,6 @@ from effssl_plugin.calibration import initialize_bank
 from effssl_plugin.cutmix import cutmix_batch
 from effssl_plugin.distributed import is_distributed
 from effssl_plugin.errors import ConfigError, NonFiniteLossError
-from effssl_plugin.knn import validation_follows_epoch
 from effssl_plugin.losses import instance_ce_loss, sqrt_kl_loss
 from effssl_plugin.settings import EffSSLSettings, check_bank_shape
 
@@ -81,9 +80,6 @@ class EffSSL(BaseMethod):
         self._pending_update: Callable[[], None] | None = None
         self._host_indexes: torch.Tensor | None = None
         self._epoch_start_update = 0
-        #: whether this epoch's training features go to the online kNN (only when a
-        #: validation will use them: :meth:`on_train_epoch_start`)
-        self._knn_collects = True
         #: (global step, epoch, batch, [loss, ce, kl] on the device) of the steps since the
         #: last host check of the losses (:meth:`raise_if_not_finite`)
         self._unchecked_losses: list[tuple[int, int, int, torch.Tensor]] = []
@@ -158,7 +154,7 @@ class EffSSL(BaseMethod):
             out["loss"] = lam * out["loss"] + (1 - lam) * mixed
         metrics = {"train_class_loss": out["loss"], "train_acc1": out["acc1"]}
         self.log_dict({**metrics, "train_acc5": out["acc5"]}, on_epoch=True, sync_dist=True)
-        if self.knn_eval and self._knn_collects:  # unlabelled (-1) dropped when the kNN runs
+        if self.knn_eval and self.knn.collect_train:  # unlabelled (-1): dropped by the kNN
             self.knn(train_features=out["feats"].detach(), train_targets=targets)
         return out
 
@@ -236,15 +232,13 @@ class EffSSL(BaseMethod):
             initialize_bank(self)
 
     def on_train_epoch_start(self) -> None:
-        """Records the bank's update count; decides whether the online kNN collects this
-        epoch's training features: only when a validation follows (with ``data.val_path=null``
-        they would pile up and never be used) and, dropping what no validation used,
-        never more than one epoch's."""
+        """Records the bank's update count; the online kNN collects this epoch's training
+        features only when a validation follows (with ``data.val_path=null`` they would pile
+        up, never used), and never keeps more than one epoch's
+        (:meth:`~effssl_plugin.knn.WeightedKNNClassifierTM1.start_training_epoch`)."""
         self._epoch_start_update = int(self.bank.num_updates)
         if self.knn_eval:
-            self._knn_collects = validation_follows_epoch(self.trainer)
-            if self.trainer.check_val_every_n_epoch is not None:
-                self.knn.reset()
+            self.knn.start_training_epoch(self.trainer)
 
     def on_train_epoch_end(self) -> None:
         written = self.bank.fraction_written_after(self._epoch_start_update)

@@ -157,3 +157,20 @@ def test_knn_collects_only_in_epochs_that_validation_follows():
     assert validation_follows_epoch(FakeTrainer(every=None, epoch=4))
     assert validation_follows_epoch(FakeTrainer(batches=[3]))
     assert not validation_follows_epoch(FakeTrainer(batches=[0]))
+
+
+def test_a_training_epoch_without_validation_stores_no_features():
+    """:meth:`start_training_epoch`: no validation follows, so training features are not
+    stored and those left from an epoch no validation used are dropped; validation's test
+    features are still taken."""
+    x, y = torch.randn(6, 4), torch.arange(6)
+    knn = WeightedKNNClassifierTM1()
+    knn(train_features=x, train_targets=y)  # left over: no validation used them
+    knn.start_training_epoch(FakeTrainer(enabled=False))
+    assert not knn.train_features
+    knn(train_features=x, train_targets=y)
+    knn(test_features=x, test_targets=y)
+    assert not knn.train_features and len(knn.test_features) == 1
+    knn.start_training_epoch(FakeTrainer())
+    knn(train_features=x, train_targets=y)
+    assert len(knn.train_features) == 1
