@@ -134,8 +134,7 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
         device = self.device
         if device.type == "cuda":  # the host copies queued by update() are complete
             torch.cuda.current_stream(device).synchronize()
-        labelled = [y >= 0 for y in self.train_targets]
-        num_train = sum(int(m.sum()) for m in labelled)
+        num_train = sum(int((y >= 0).sum()) for y in self.train_targets)
         dim = next((int(x.shape[1]) for x in self.train_features + self.test_features), 0)
         num_test = sum(int(y.numel()) for y in self.test_targets)
         top_label = max(
@@ -184,8 +183,8 @@ class WeightedKNNClassifierTM1(WeightedKNNClassifier):
             group.append(i)
             rows += y.numel()
             if rows >= self.train_chunk_rows or i == len(self.train_targets) - 1:
-                x = self._cat([self.train_features[j] for j in group], (0,), torch.float32, device)
-                y = self._cat([self.train_targets[j] for j in group], (0,), torch.long, device)
+                x = torch.cat([self.train_features[j].to(device, non_blocking=True) for j in group])
+                y = torch.cat([self.train_targets[j].to(device, non_blocking=True) for j in group])
                 keep = y >= 0
                 if bool(keep.any()):
                     yield x[keep].float(), y[keep]
