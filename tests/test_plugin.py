@@ -145,6 +145,23 @@ def test_effssl_forward_shapes_and_bank(fake_folder):
     assert all(n.split(".")[0] == "backbone" for n in names)
 
 
+def test_ddp_steps_gather_without_a_size_exchange_only_for_full_batches(fake_folder, monkeypatch):
+    """Under DDP the bank's per-step gathers skip the size exchange (a host sync) because
+    every rank's batch holds optimizer.batch_size images; another size is refused on the
+    host, before any collective could disagree."""
+    import effssl_plugin.method as method
+
+    effssl_plugin.register()
+    model = solo.methods.METHODS["effssl"](
+        effssl_cfg(fake_folder, ["+method_kwargs.num_samples=18"])
+    )
+    assert model._check_ddp_batch(torch.arange(6)) is False  # one process: nothing to skip
+    monkeypatch.setattr(method, "is_distributed", lambda: True)
+    assert model._check_ddp_batch(torch.arange(6)) is True
+    with pytest.raises(ConfigError, match="optimizer.batch_size=6"):
+        model._check_ddp_batch(torch.arange(5))
+
+
 def test_negatives_sampler_has_no_checkpoint_state_and_old_checkpoints_load(fake_folder):
     """The sampler is a function of (seed, global step): nothing to save; the key that
     older checkpoints carry is ignored."""
