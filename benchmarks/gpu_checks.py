@@ -4,7 +4,7 @@ subcommand prints what it saw and exits non-zero when its check fails.
     gpu_checks.py subset ARCHIVE OUT.tar.gz [--train-per-class 500] [--test-per-class 200]
     gpu_checks.py train [--probe FILE] [--expect-start-epoch N] [--expect-bank-device cuda]
         [--expect-run-dir DIR] [--no-knn-features] [--max-growth-mib M] -- OVERRIDE ...
-    gpu_checks.py knn-agree RUN_DIR [--tol 10] [--k 200] [--device cuda] [--workers 4]
+    gpu_checks.py knn-agree RUN_DIR [--tol 15] [--dtype-tol 1] [--k 200] [--device cuda]
     gpu_checks.py ckpt-bank RUN_DIR --dtype bfloat16
     gpu_checks.py bank-oob --device cuda --case ema|fill|columns
     gpu_checks.py epochs --csv STEP_COST.csv --budget 240 --train-images 50000 --batch 512
@@ -232,9 +232,49 @@ def checkpoint_epoch(run_dir: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"])
 
 
+def knn_by_dtype(run_dir: Path, k: int, device: str, workers: int) -> dict[str, float]:
+    """kNN top-1 of a run's newest checkpoint (float32 features of the frozen backbone, the
+    run's own train and val folders, as ``effssl-knn``) with the features given to the kNN
+    classifier in float32, float16 and bfloat16, on ``device``: the online kNN gets float16 or
+    bfloat16 features under mixed precision, and its arithmetic must not depend on that."""
+    import torch
+    from solo.data.classification_dataloader import prepare_datasets
+    from torch.utils.data import DataLoader
+
+    from effssl_plugin.evaluation import eval_transforms, extract_features, load_pretrained_backbone
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
+
+    backbone, cfg, _ = load_pretrained_backbone(run_dir)
+    _, transform = eval_transforms(cfg)
+    train_set, val_set = prepare_datasets(
+        cfg.data.dataset,
+        T_train=transform,
+        T_val=transform,
+        train_data_path=cfg.data.train_path,
+        val_data_path=cfg.data.val_path,
+        data_format="image_folder" if cfg.data.format == "dali" else cfg.data.format,
+    )
+    dev = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    )
+    loaders = [DataLoader(ds, batch_size=256, num_workers=workers) for ds in (train_set, val_set)]
+    with torch.no_grad():
+        (train_x, train_y), (val_x, val_y) = (
+            extract_features(backbone, loader, dev, "features") for loader in loaders
+        )
+    results = {}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        knn = WeightedKNNClassifierTM1(k=k, T=KNN_T, distance_fx="cosine")
+        knn(train_features=train_x.to(dev, dtype), train_targets=train_y.to(dev))
+        knn(test_features=val_x.to(dev, dtype), test_targets=val_y.to(dev))
+        results[str(dtype).replace("torch.", "")] = float(knn.compute()[0])
+    return results
+
+
 def cmd_knn_agree(args) -> int:
     """The online ``val_knn_acc1`` of a run's last epoch against ``effssl-knn`` (float32
-    features of the frozen backbone) on the checkpoint written after that epoch."""
+    features of the frozen backbone) on the checkpoint written after that epoch, then the
+    offline kNN on float16 and bfloat16 features against float32 (:func:`knn_by_dtype`)."""
     epoch, online = online_knn(args.run_dir)
     ckpt_epoch = checkpoint_epoch(args.run_dir)
     out = args.out or args.run_dir / "knn_offline.json"
@@ -271,6 +311,18 @@ def cmd_knn_agree(args) -> int:
         problems.append(f"the online kNN's last epoch {epoch} is not the checkpoint's {ckpt_epoch}")
     if abs(diff) > args.tol:
         problems.append(f"online and offline kNN differ by {abs(diff):.2f} > {args.tol} points")
+    by_dtype = knn_by_dtype(args.run_dir, args.k, args.device, args.workers)
+    print(
+        f"offline kNN with the features given in each dtype ({args.device}): "
+        + ", ".join(f"{dtype} {acc:.2f}" for dtype, acc in by_dtype.items())
+        + f"; tolerance {args.dtype_tol} points from float32"
+    )
+    for dtype, acc in by_dtype.items():
+        if abs(acc - by_dtype["float32"]) > args.dtype_tol:
+            problems.append(
+                f"the kNN on {dtype} features gives {acc:.2f}, on float32 features "
+                f"{by_dtype['float32']:.2f}"
+            )
     for p in problems:
         print(f"CHECK FAILED: {p}")
     return 1 if problems else 0
@@ -429,7 +481,10 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("knn-agree", help="online val_knn_acc1 against offline effssl-knn")
     s.add_argument("run_dir", type=Path)
-    s.add_argument("--tol", type=float, default=10.0, help="points of top-1")
+    s.add_argument("--tol", type=float, default=15.0, help="online - offline, points of top-1")
+    s.add_argument(
+        "--dtype-tol", type=float, default=1.0, help="float16/bfloat16 - float32 features, points"
+    )
     s.add_argument("--k", type=int, default=200)
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=4)

@@ -101,8 +101,9 @@ if [ "$WHAT" = smoke ]; then
     echo "  run(command=\"bash benchmarks/gpu_smoke.sh\", carry=[\"$GPU_DIR\"], timeout_s=600)"
     echo "It stops itself after LIMIT_S=560 s; its log, summary and results come back in \$OUT."
 else
-    echo "  run(command=\"PART=1 bash benchmarks/gpu_suite.sh\", carry=[\"$GPU_DIR\"], timeout_s=600)"
-    echo "  run(command=\"PART=2 EPOCHS_EFFSSL=<E> EPOCHS_SIMCLR=<S> bash benchmarks/gpu_suite.sh\"," \
+    suite=benchmarks/gpu_suite.sh
+    echo "  run(command=\"PART=1 bash $suite\", carry=[\"$GPU_DIR\"], timeout_s=600)"
+    echo "  run(command=\"PART=2 EPOCHS_EFFSSL=<E> EPOCHS_SIMCLR=<S> bash $suite\"," \
         "carry=[\"$GPU_DIR\"], timeout_s=600)"
     echo "with E and S as part 1 printed ('epochs: effssl E, simclr S'), so both arms share"
     echo "one step-cost measurement."

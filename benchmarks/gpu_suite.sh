@@ -63,7 +63,8 @@ suite() {
         gpu_extract "$archive" "$data"
     fi
     local images
-    images=$(awk -v f="$FRACTION" 'BEGIN {n = int(50000 * f); print (n > 0 && n < 50000 ? n : 50000)}')
+    images=$(awk -v f="$FRACTION" \
+        'BEGIN {n = int(50000 * f); print (n > 0 && n < 50000 ? n : 50000)}')
     # study.py's stratified share (sklearn's train_test_split) can differ by an image or two:
     # the epoch length only sets how many epochs the budget buys
 
