@@ -88,7 +88,9 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
     for distance in args.distance:
         for k in args.k:
             for t in args.temperature if distance == "cosine" else [None]:
-                knn = WeightedKNNClassifierTM1(k=k, T=t or 0.07, distance_fx=distance)
+                knn = WeightedKNNClassifierTM1(
+                    k=k, T=t or 0.07, distance_fx=distance, feature_dtype=torch.float32
+                )
                 knn(train_features=train_x, train_targets=train_y)
                 knn(test_features=val_x, test_targets=val_y)
                 acc1, acc5 = knn.compute()

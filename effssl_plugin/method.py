@@ -232,13 +232,11 @@ class EffSSL(BaseMethod):
             initialize_bank(self)
 
     def on_train_epoch_start(self) -> None:
-        """Records the bank's update count; the online kNN collects this epoch's training
-        features only when a validation follows (with ``data.val_path=null`` they would pile
-        up, never used), and never keeps more than one epoch's
-        (:meth:`~effssl_plugin.knn.WeightedKNNClassifierTM1.start_training_epoch`)."""
+        """Records the bank's update count, then ``BaseMethod``'s hook: the online kNN collects
+        this epoch's training features only when a validation follows
+        (:func:`effssl_plugin.solo_compat.start_knn_epoch`)."""
         self._epoch_start_update = int(self.bank.num_updates)
-        if self.knn_eval:
-            self.knn.start_training_epoch(self.trainer)
+        super().on_train_epoch_start()  # the kNN's switch: effssl_plugin.solo_compat, patch 2
 
     def on_train_epoch_end(self) -> None:
         written = self.bank.fraction_written_after(self._epoch_start_update)

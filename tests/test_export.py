@@ -248,9 +248,17 @@ def test_create_encoder_refuses_truncated_and_foreign_folders(tmp_path, data):
         create_encoder(tmp_path / "missing")
 
 
-def test_knn_on_an_exported_folder_equals_the_run_directory(tmp_path, data):
+def test_knn_on_an_exported_folder_equals_the_run_directory(tmp_path, data, monkeypatch):
+    from effssl_plugin.knn import WeightedKNNClassifierTM1
     from effssl_plugin.main_knn import run_knn
 
+    stored: list[torch.dtype] = []  # effssl-knn is the float32 reference of the online kNN
+    compute = WeightedKNNClassifierTM1.compute
+    monkeypatch.setattr(
+        WeightedKNNClassifierTM1,
+        "compute",
+        lambda self: stored.append(self.train_features[0].dtype) or compute(self),
+    )
     run, _ = fake_run(tmp_path, data, "effssl", "resnet10t", low_res=True)
     (run / "encoder").mkdir()
     export_encoder(run, run / "encoder")
@@ -272,6 +280,7 @@ def test_knn_on_an_exported_folder_equals_the_run_directory(tmp_path, data):
         return run_knn(args)
 
     reference = knn(run)
+    assert stored == [torch.float32]
     assert knn(run / "encoder") == reference
     assert knn(moved) == reference  # a folder elsewhere uses its own args.json copy
     # a run directory without checkpoints falls back to its encoder/ folder

@@ -82,3 +82,25 @@ def test_knn_collects_only_in_the_epochs_that_validate(fake_folder, workdir):
     assert counts == [(0, 0), (0, 0), (0, 0), (1, 1), (1, 2), (1, 3)]
     assert validated == [(1, 3)]  # the one validation had the epoch's 3 batches of features
     assert epoch_ends == [0, 0]  # and its kNN cleared them
+
+
+def test_a_baseline_without_validation_keeps_no_knn_features(fake_folder, workdir):
+    """The same for a solo-learn method (SimCLR): the kNN's epoch switch is a patch of
+    ``BaseMethod`` (``effssl_plugin.solo_compat``), not EffSSL's alone."""
+    from lightning.pytorch.callbacks import Callback
+
+    from effssl_plugin.main_pretrain import pretrain
+
+    held: list[int] = []
+
+    class Probe(Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            held.append(knn_bytes(module.knn))
+
+    overrides = [o for o in tiny_overrides(fake_folder, 2, 6, 4) if "method_kwargs" not in o]
+    cfg = compose(
+        "simclr", [*overrides, "checkpoint.enabled=false", "method_kwargs.proj_hidden_dim=64"]
+    )
+    assert cfg.data.val_path is None and cfg.knn_eval.enabled
+    pretrain(cfg, extra_callbacks=[Probe()])
+    assert held == [0] * 6  # 18 images, batch 6, 2 epochs

@@ -79,7 +79,7 @@ def test_register_swaps_in_the_fixed_knn_on_solo_learns_pinned_torchmetrics(monk
     monkeypatch.setattr(torchmetrics, "__version__", "0.11.4")
     monkeypatch.setattr(solo_base, "WeightedKNNClassifier", solo_class)
     monkeypatch.setattr(solo_knn, "WeightedKNNClassifier", solo_class)
-    monkeypatch.setattr(effssl_plugin, "_registered", False)
+    monkeypatch.setattr(effssl_plugin.solo_compat, "_registered", False)
     effssl_plugin.register()
     assert solo_base.WeightedKNNClassifier is WeightedKNNClassifierTM1
     assert solo_knn.WeightedKNNClassifier is WeightedKNNClassifierTM1
@@ -89,7 +89,7 @@ def test_register_leaves_no_process_wide_warning_filter():
     import warnings
 
     before = list(warnings.filters)
-    effssl_plugin._registered = False
+    effssl_plugin.solo_compat._registered = False
     effssl_plugin.register()
     assert warnings.filters == before
 
