@@ -57,7 +57,7 @@ if [ "$DEVICE" = cuda ]; then
     KNN_TOL=${KNN_TOL:-15}
     KNN_DTYPE_TOL=${KNN_DTYPE_TOL:-1}
     PARALLEL=${PARALLEL:-1}
-    MAX_GROWTH_MIB=${MAX_GROWTH_MIB:-64}
+    MAX_GROWTH_MIB=${MAX_GROWTH_MIB:-16}  # live tensors at two epoch ends: no growth expected
     STEP_ARGS=(--rounds 2 --steps 5)
     MACHINE=()                     # machine=auto: the GPU with the default precision
 else
