@@ -44,13 +44,14 @@ def test_readme_install_order_and_setuptools_range_work_in_a_fresh_venv():
 WHEEL = "solo_learn-1.0.6-py3-none-any.whl"
 
 # answers `-c 'import torch, torchvision'` and `-c 'import solo'` from $HAS_TORCH / $HAS_SOLO,
-# `-m pytest` with $PYTEST_STATUS, anything else with 0; logs every call
+# CI's pytest run (`.ci/pytest_no_skips.py`) with $PYTEST_STATUS, anything else with 0; logs
+# every call
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 case "$*" in
   *"import torch, torchvision"*) exit "$HAS_TORCH" ;;
   "-c import solo") exit "$HAS_SOLO" ;;
-  "-m pytest"*) exit "$PYTEST_STATUS" ;;
+  ".ci/pytest_no_skips.py"*) exit "$PYTEST_STATUS" ;;
 esac
 exit 0
 """
@@ -96,7 +97,7 @@ def test_fresh_machine_gets_torch_then_the_solo_wheel_then_the_project(tmp_path)
         f"-m pip install --no-deps {wheel}",
         "-m pip install -e .[test] --config-settings editable_mode=strict",
     ]
-    assert calls[-1] == "-m pytest -q"
+    assert calls[-1] == ".ci/pytest_no_skips.py -q"
 
 
 def test_installed_torch_and_solo_are_kept(tmp_path):
@@ -108,10 +109,8 @@ def test_installed_torch_and_solo_are_kept(tmp_path):
 @pytest.mark.parametrize("status", [1, 2, 5])
 def test_failing_or_empty_pytest_run_fails_ci(tmp_path, status):
     proc, calls = run_ci(tmp_path, has_torch=True, has_solo=True, pytest_status=status)
-    assert calls[-1] == "-m pytest -q"
-    assert proc.returncode != 0
-    if status == 5:
-        assert "no tests" in proc.stderr
+    assert calls[-1] == ".ci/pytest_no_skips.py -q"
+    assert proc.returncode != 0  # the "no tests" and skip checks: tests/test_ci_skips.py
 
 
 def test_missing_wheel_is_named(tmp_path):
