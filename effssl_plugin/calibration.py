@@ -1,30 +1,28 @@
 """Filling the memory bank before step 1 of a fresh run ("feature calibrate").
 
-One no-grad pass of the current network over every training image writes each row; with
-``bank_init=random`` the rows are random unit vectors instead. A resumed run never comes
-here: its checkpoint carries the bank (``bank.filled``).
+One no-grad pass of the current network over every training image writes each row. The
+method (:meth:`effssl_plugin.method.EffSSL.initialize_bank`) calls this on a fresh run with
+``bank_init=calibrate``; with ``bank_init=random`` the rows are random unit vectors instead,
+and a resumed run's checkpoint carries the bank (``bank.filled``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from effssl_plugin.bank import MemoryBank
 from effssl_plugin.errors import ConfigError
 
-if TYPE_CHECKING:
-    from effssl_plugin.method import EffSSL
-
 __all__ = [
-    "initialize_bank",
+    "BankOwner",
     "calibration_loader",
     "calibration_workers",
     "calibrate_bank",
@@ -32,38 +30,19 @@ __all__ = [
 ]
 
 
-def initialize_bank(module: EffSSL) -> None:
-    """Fills ``module.bank`` as ``method_kwargs.bank_init`` says, on every rank alike.
+class BankOwner(Protocol):
+    """What :func:`calibration_loader` reads from the module that owns the bank
+    (:class:`effssl_plugin.method.EffSSL` is one)."""
 
-    Calibration uses the training view over seeded shuffled batches, BatchNorm in
-    batch-statistics mode as in a training step (running statistics restored afterwards);
-    samples that a ``drop_last`` loader would skip are included, and under DDP the ranks
-    share the pass and every replica receives every row.
-    """
-    if module.settings.bank_init == "random":
-        module.bank.reset_random_(torch.Generator(device=module.device).manual_seed(module.seed))
-        return
-    trainer = module.trainer
-    loader = calibration_loader(module)
-    if trainer.is_global_zero:
-        print(
-            f"Calibrating the memory bank: {module.bank.num_samples} rows, "
-            f"{len(loader) * trainer.world_size} batches in shuffled order "
-            "(one no-grad pass over the training set before step 1)",
-            flush=True,
-        )
-
-    def encode(x: Tensor) -> Tensor:
-        if not module.no_channel_last:
-            x = x.to(memory_format=torch.channels_last)
-        with trainer.strategy.precision_plugin.forward_context():
-            return module.projector(module.backbone(x))
-
-    with batch_statistics(module):
-        calibrate_bank(module.bank, encode, loader, module.device, trainer.global_rank == 0)
+    bank: MemoryBank
+    trainer: Any  # lightning's Trainer: train_dataloader, global_rank, world_size
+    calibration_dataset: Dataset | None
+    batch_size: int
+    seed: int
+    device: torch.device
 
 
-def calibration_loader(module: EffSSL) -> DataLoader:
+def calibration_loader(module: BankOwner) -> DataLoader:
     """The training set (``module.calibration_dataset``, else the training loader's) in this
     rank's :func:`calibration_batches`, with the training loader's batch size and
     :func:`calibration_workers`."""

@@ -30,7 +30,7 @@ from effssl_plugin.bank import (
     negatives_generator,
     soft_targets,
 )
-from effssl_plugin.calibration import initialize_bank
+from effssl_plugin.calibration import batch_statistics, calibrate_bank, calibration_loader
 from effssl_plugin.cutmix import cutmix_batch
 from effssl_plugin.distributed import is_distributed
 from effssl_plugin.errors import ConfigError, NonFiniteLossError
@@ -229,7 +229,37 @@ class EffSSL(BaseMethod):
     def on_train_start(self) -> None:
         """Fills the bank before step 1 of a fresh run; never on resume (``bank.filled``)."""
         if not bool(self.bank.filled):
-            initialize_bank(self)
+            self.initialize_bank()
+
+    def initialize_bank(self) -> None:
+        """Fills the bank as ``method_kwargs.bank_init`` says, on every rank alike.
+
+        Calibration (:mod:`effssl_plugin.calibration`) uses the training view over seeded
+        shuffled batches, BatchNorm in batch-statistics mode as in a training step (running
+        statistics restored afterwards); samples that a ``drop_last`` loader would skip are
+        included, and under DDP the ranks share the pass and every replica receives every row.
+        """
+        if self.settings.bank_init == "random":
+            self.bank.reset_random_(torch.Generator(device=self.device).manual_seed(self.seed))
+            return
+        trainer = self.trainer
+        loader = calibration_loader(self)
+        if trainer.is_global_zero:
+            print(
+                f"Calibrating the memory bank: {self.bank.num_samples} rows, "
+                f"{len(loader) * trainer.world_size} batches in shuffled order "
+                "(one no-grad pass over the training set before step 1)",
+                flush=True,
+            )
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            if not self.no_channel_last:
+                x = x.to(memory_format=torch.channels_last)
+            with trainer.strategy.precision_plugin.forward_context():
+                return self.projector(self.backbone(x))
+
+        with batch_statistics(self):
+            calibrate_bank(self.bank, encode, loader, self.device, trainer.global_rank == 0)
 
     def on_train_epoch_start(self) -> None:
         """Records the bank's update count, then ``BaseMethod``'s hook: the online kNN collects
