@@ -1,8 +1,10 @@
 """The kNN classifier under torch.distributed: torchmetrics gathers the features for
 ``compute`` and then restores each process's own; ours must be empty afterwards all the same
-(else every epoch's features would pile up). One gloo process exercises that path."""
+(else every epoch's features would pile up). Two gloo processes exercise that path."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,28 +20,6 @@ def fill(knn: WeightedKNNClassifierTM1, x: torch.Tensor, y: torch.Tensor) -> Non
     knn(train_features=x[:300], train_targets=y[:300])
     knn(train_features=x[300:500], train_targets=y[300:500])
     knn(test_features=x[500:], test_targets=y[500:])
-
-
-def test_knn_is_cleared_after_a_synced_compute(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(600, 16, generator=g)
-    y = x[:, :8].argmax(1)
-    reference = WeightedKNNClassifierTM1(k=15)
-    fill(reference, x, y)
-    expected = reference.compute()  # no process group: no sync
-    assert not dist.is_initialized()
-    store = f"file://{tmp_path / 'store'}"
-    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
-    try:
-        knn = WeightedKNNClassifierTM1(k=15)
-        for _ in range(2):  # two epochs
-            fill(knn, x, y)
-            assert len(knn.train_features) == 2  # this process's own batches
-            assert knn.compute() == pytest.approx(expected)
-            assert not knn.train_features and not knn.train_targets
-            assert not knn.test_features and not knn.test_targets
-    finally:
-        dist.destroy_process_group()
 
 
 def test_unlabelled_training_features_are_dropped_when_the_knn_runs():
@@ -110,22 +90,45 @@ def test_stored_features_are_half_precision_and_unit_norm():
 
 
 def _ddp_knn_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """One of 2 gloo ranks: two validation epochs on its own shard; writes, per epoch, its
+    compute() result and what it held before and after."""
+    import json
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    x, y = overlapping_classes(n=900)
-    knn = WeightedKNNClassifierTM1(k=50)
-    knn.train_chunk_rows = 64  # several chunks per rank
-    train = slice(0, 30) if rank == 0 else slice(30, 700)  # rank 0: fewer than k
-    knn(train_features=x[train], train_targets=y[train])
-    test = slice(700, 800) if rank == 0 else slice(800, 900)
-    knn(test_features=x[test], test_targets=y[test])
-    torch.save(knn.compute(), f"{out_dir}/knn{rank}.pt")
-    dist.destroy_process_group()
+    try:
+        x, y = overlapping_classes(n=900)
+        knn = WeightedKNNClassifierTM1(k=50)
+        knn.train_chunk_rows = 64  # several chunks per rank
+        knn.merge_chunk_rows = 64  # several merges per rank
+        # rank 0: fewer training features than k, in one batch; rank 1: the rest, in two
+        train = [slice(0, 30)] if rank == 0 else [slice(30, 400), slice(400, 700)]
+        test = slice(700, 800) if rank == 0 else slice(800, 900)
+        epochs = []
+        for _ in range(2):  # two epochs: nothing may pile up from the first
+            for rows in train:
+                knn(train_features=x[rows], train_targets=y[rows])
+            knn(test_features=x[test], test_targets=y[test])
+            held = [len(knn.train_features), len(knn.test_features)]
+            accuracy = knn.compute()
+            left = [
+                len(getattr(knn, f"{kind}_{what}"))
+                for kind in ("train", "test")
+                for what in ("features", "targets")
+            ]
+            epochs.append({"held": held, "accuracy": list(accuracy), "left": left})
+        Path(out_dir, f"knn{rank}.json").write_text(json.dumps(epochs))
+    finally:
+        dist.destroy_process_group()
 
 
-@pytest.mark.slow  # spawns gloo processes
-def test_ddp_knn_merges_each_ranks_nearest_into_the_single_process_result(tmp_path):
-    """Each rank keeps its own training features and sends only its k best candidates per
-    test feature: the result equals one process holding every feature."""
+@pytest.mark.slow  # spawns 2 gloo processes
+def test_ddp_knn_equals_the_single_process_result_and_is_cleared_on_every_rank(tmp_path):
+    """Under 2 gloo ranks, each rank keeps its own training features and sends only its k
+    best candidates per test feature: every rank's accuracy equals one process holding every
+    feature, in each of two epochs, and every rank's stored features are empty after each
+    compute (else every epoch's features would pile up)."""
+    import json
+
     import torch.multiprocessing as mp
 
     mp.spawn(_ddp_knn_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
@@ -134,9 +137,15 @@ def test_ddp_knn_merges_each_ranks_nearest_into_the_single_process_result(tmp_pa
     single(train_features=x[:700], train_targets=y[:700])
     single(test_features=x[700:], test_targets=y[700:])
     expected = single.compute()
+    assert not dist.is_initialized()  # the single-process result: no sync
     assert expected[0] > 40
-    for rank in (0, 1):
-        assert torch.load(tmp_path / f"knn{rank}.pt") == pytest.approx(expected)
+    for rank, own_batches in ((0, 1), (1, 2)):
+        epochs = json.loads((tmp_path / f"knn{rank}.json").read_text())
+        assert len(epochs) == 2
+        for epoch in epochs:
+            assert epoch["held"] == [own_batches, 1]  # this rank's own batches only
+            assert tuple(epoch["accuracy"]) == pytest.approx(expected)
+            assert epoch["left"] == [0, 0, 0, 0]  # cleared on every rank
 
 
 class FakeTrainer:
