@@ -67,22 +67,52 @@ def test_register_is_idempotent_and_touches_nothing_else():
     solo_base.WeightedKNNClassifier(k=5)  # solo-learn's own class raises on compute_on_step
 
 
-def test_register_swaps_in_the_fixed_knn_on_solo_learns_pinned_torchmetrics(monkeypatch):
-    """solo-learn pins torchmetrics < 0.12; its kNN crashes there on validation batches that
-    lack some classes, so register() swaps in the fixed subclass on every version."""
+def test_register_replaces_solo_learns_knn_which_fails_under_torchmetrics_1_and_on_subsets(
+    fake_folder, monkeypatch
+):
+    """solo-learn's own kNN classifier fails in two ways: under torchmetrics >= 1.0 (the
+    installed one) its constructor passes ``compute_on_step``, which is rejected; under its
+    pinned torchmetrics < 0.12 its ``compute`` crashes on a validation subset that lacks some
+    classes. register() points the name that solo-learn's BaseMethod builds its online kNN
+    from at the fixed subclass, which does neither, on every torchmetrics version."""
     import torchmetrics
+    from packaging.version import Version
 
     from effssl_plugin.knn import WeightedKNNClassifierTM1
 
-    solo_class = WeightedKNNClassifierTM1.__mro__[1]
+    solo_class = WeightedKNNClassifierTM1.__bases__[0]
     assert solo_class.__module__ == "solo.utils.knn"
-    monkeypatch.setattr(torchmetrics, "__version__", "0.11.4")
+    if Version(torchmetrics.__version__) >= Version("1.0"):
+        with pytest.raises(ValueError, match="compute_on_step"):
+            solo_class(k=3)
+    else:  # solo-learn's pin: its constructor works
+        solo_class(k=3)
+
+    x = torch.eye(4).repeat(5, 1)
+    y = torch.arange(4).repeat(5)
+    subset = y == 0  # a validation subset: one class of four; k=6 reaches the others
+
+    def stored(knn):
+        knn.train_features, knn.train_targets = [x], [y]
+        knn.test_features, knn.test_targets = [x[subset]], [y[subset]]
+        return knn
+
+    with pytest.raises(RuntimeError, match="out of bounds"):  # solo-learn's own compute
+        solo_class.compute(stored(WeightedKNNClassifierTM1(k=6)))
+
+    # solo-learn as it is before register(): its own class under both names
     monkeypatch.setattr(solo_base, "WeightedKNNClassifier", solo_class)
     monkeypatch.setattr(solo_knn, "WeightedKNNClassifier", solo_class)
     monkeypatch.setattr(effssl_plugin.solo_compat, "_registered", False)
     effssl_plugin.register()
-    assert solo_base.WeightedKNNClassifier is WeightedKNNClassifierTM1
     assert solo_knn.WeightedKNNClassifier is WeightedKNNClassifierTM1
+    # solo-learn's BaseMethod builds the online kNN itself, from the name in its module
+    cfg = effssl_cfg(fake_folder, ["+method_kwargs.num_samples=18", "knn_eval.k=6"])
+    knn = solo.methods.METHODS["effssl"](cfg).knn
+    assert type(knn) is WeightedKNNClassifierTM1
+    knn(train_features=x, train_targets=y)
+    knn(test_features=x[subset], test_targets=y[subset])
+    assert knn.compute()[0] == 100.0
 
 
 def test_register_leaves_no_process_wide_warning_filter():
