@@ -33,6 +33,30 @@ def sha256(tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
+def trajectory_overrides(rule: str, data: Path, workdir: Path) -> list[str]:
+    """The recorded run: the tests' small CPU run (``tiny_overrides`` in tests/conftest.py,
+    which a test keeps equal to this list), 2 epochs of 3 steps, batch 50, 100 negatives."""
+    return [
+        "machine=cpu",
+        "dataset=custom_lowres",
+        f"data.train_path={data}",
+        "data.val_path=null",
+        "data.num_workers=0",
+        "backbone.kwargs.model_name=resnet10t",
+        "method_kwargs.proj_hidden_dim=64",
+        "method_kwargs.proj_output_dim=32",
+        "method_kwargs.num_negatives=100",
+        "optimizer.batch_size=50",
+        "max_epochs=2",
+        f"method_kwargs.bank_update={rule}",
+        "+limit_train_batches=3",
+        "seed=0",
+        f"checkpoint.dir={workdir / rule}",
+        "checkpoint.enabled=false",
+        "auto_resume.enabled=false",
+    ]
+
+
 def trajectory(rule: str, data: Path, workdir: Path) -> dict:
     """Per-step losses, the bank's hash after each epoch and the final backbone's hash."""
     import torch
@@ -41,23 +65,8 @@ def trajectory(rule: str, data: Path, workdir: Path) -> dict:
 
     from effssl_plugin.main_pretrain import pretrain
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import tiny_overrides  # the tests' small CPU run, 2 epochs of 3 steps
-
-    overrides = tiny_overrides(
-        data,
-        2,
-        50,
-        100,
-        f"method_kwargs.bank_update={rule}",
-        "+limit_train_batches=3",
-        "seed=0",
-        f"checkpoint.dir={workdir / rule}",
-        "checkpoint.enabled=false",
-        "auto_resume.enabled=false",
-    )
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
-        cfg = compose("effssl", overrides=overrides)
+        cfg = compose("effssl", overrides=trajectory_overrides(rule, data, workdir))
     record: dict = {"losses": [], "bank_after_epoch": [], "backbone": None}
 
     class Record(Callback):

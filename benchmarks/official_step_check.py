@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import study  # noqa: E402
+from evidence import official as harness  # noqa: E402
 
 
 def build_plugin(args):
@@ -61,7 +61,7 @@ def build_plugin(args):
 def build_official(official, module, args):
     """The official ``FeatCLS`` around the plugin's backbone, with the plugin's weights."""
     ns = argparse.Namespace(dim=module.bank.dim)
-    model = official.FeatCLS(study.official_encoder(args.model), ns)
+    model = official.FeatCLS(harness.official_encoder(args.model), ns)
     state = {f"encoder_q.backbone.{k}": v for k, v in module.backbone.state_dict().items()}
     state |= {f"encoder_q.fc.{k}": v for k, v in module.projector.state_dict().items()}
     model.load_state_dict(state)
@@ -143,7 +143,7 @@ def run_official(official, model, images, rows, batches, lr, args) -> list[dict]
     """The official ``train`` over the fixed batches (one call per batch, epoch 0), its SGD
     and lr schedule; the state after every step."""
     center = rows.clone()
-    ns = study.official_args(lr, args.epochs, k=args.samples)
+    ns = harness.official_args(lr, args.epochs, k=args.samples)
     optimizer = torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=1e-4)
     logger = logging.getLogger("official-step-check")
     states = []
@@ -175,8 +175,8 @@ def main() -> None:
 
     import effssl_plugin.method as plugin_method
 
-    official = study.load_official(Path(args.official_src).resolve())
-    for line in study.official_patches(official)[:-1]:
+    official = harness.load_official(Path(args.official_src).resolve())
+    for line in harness.official_patches(official)[:-1]:
         print(f"[official] patch: {line}")
     torch.manual_seed(args.seed)
     module = build_plugin(args)

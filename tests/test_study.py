@@ -15,7 +15,19 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-import study  # noqa: E402
+from evidence import (  # noqa: E402
+    comparisons,
+    evaluation,
+    launcher,
+    official,
+    orchestration,
+    report,
+    search,
+    stats,
+)
+from evidence import data as ev_data  # noqa: E402
+from evidence import plans as ev_plans  # noqa: E402
+from evidence import runs as ev_runs  # noqa: E402
 
 
 def make_args(out, **kw) -> argparse.Namespace:
@@ -38,25 +50,25 @@ def make_args(out, **kw) -> argparse.Namespace:
 
 
 def add_run(out, method, variant, seed, values, epochs=(5, 10)) -> None:
-    run_dir = out / "runs" / study.run_name(method, variant, seed)
+    run_dir = out / "runs" / ev_runs.run_name(method, variant, seed)
     run_dir.mkdir(parents=True)
-    log = study.EvalLog(run_dir)
+    log = ev_runs.EvalLog(run_dir)
     for i, (epoch, top1) in enumerate(zip(epochs, values, strict=False)):
         log.add(epoch=epoch, train_s=60.0 * (i + 1), steps=epoch * 10, knn_top1=top1, knn_top5=90)
 
 
 def test_run_names_round_trip_for_every_variant_and_the_report_reads_them_back(tmp_path):
-    for variant in [*study.VARIANTS, study.OFFICIAL_LIKE_PLUGIN]:
-        name = study.run_name("mocov2plus", variant, 3)
-        assert study.parse_run_name(name) == ("mocov2plus", variant, 3)
+    for variant in [*ev_plans.VARIANTS, ev_plans.OFFICIAL_LIKE_PLUGIN]:
+        name = ev_runs.run_name("mocov2plus", variant, 3)
+        assert ev_runs.parse_run_name(name) == ("mocov2plus", variant, 3)
     variant = "queue=4096,tau=0.96"  # two "=": the report once read it as "queue=4096,tau-0.96"
     add_run(tmp_path, "mocov2plus", variant, 0, [20.0])
     args = make_args(tmp_path)
-    assert set(study.collect(args)) == {("mocov2plus", variant)}
+    assert set(report.collect(args)) == {("mocov2plus", variant)}
 
 
 def test_eval_log_replaces_a_repeated_epoch_and_keeps_epoch_order(tmp_path):
-    log = study.EvalLog(tmp_path)
+    log = ev_runs.EvalLog(tmp_path)
     log.add(epoch=10, train_s=100, steps=1, knn_top1=30, knn_top5=80)
     log.add(epoch=5, train_s=50, steps=1, knn_top1=20, knn_top5=70)
     log.add(epoch=10, train_s=110, steps=2, knn_top1=31, knn_top5=81)  # epoch redone on resume
@@ -73,30 +85,30 @@ def test_eval_log_replaces_a_repeated_epoch_and_keeps_epoch_order(tmp_path):
 def test_finished_needs_the_last_evaluation(tmp_path):
     args = make_args(tmp_path)
     add_run(tmp_path, "effssl", "default", 0, [20], epochs=(5,))
-    assert not study.finished(args, "effssl", "default", 0)
-    study.EvalLog(tmp_path / "runs" / study.run_name("effssl", "default", 0)).add(
+    assert not ev_runs.finished(args, "effssl", "default", 0)
+    ev_runs.EvalLog(tmp_path / "runs" / ev_runs.run_name("effssl", "default", 0)).add(
         epoch=10, train_s=1, steps=1, knn_top1=1, knn_top5=1
     )
-    assert study.finished(args, "effssl", "default", 0)
-    assert not study.finished(args, "effssl", "default", 1)
+    assert ev_runs.finished(args, "effssl", "default", 0)
+    assert not ev_runs.finished(args, "effssl", "default", 1)
 
 
 def test_stop_after_counts_a_run_done_at_that_epoch_and_reaches_the_workers(tmp_path, monkeypatch):
     args = make_args(tmp_path, stop_after=5, plan=["main"], seeds=[0], workers=1)
     args.data_dir, args.official_src = tmp_path, None
     add_run(tmp_path, "effssl", "default", 0, [20], epochs=(5,))
-    assert study.finished(args, "effssl", "default", 0)  # done through epoch 5 of 10
-    assert not study.finished(make_args(tmp_path), "effssl", "default", 0)  # continued later
-    assert study.last_epoch(make_args(tmp_path, stop_after=50)) == 10  # never past --epochs
+    assert ev_runs.finished(args, "effssl", "default", 0)  # done through epoch 5 of 10
+    assert not ev_runs.finished(make_args(tmp_path), "effssl", "default", 0)  # continued later
+    assert ev_runs.last_epoch(make_args(tmp_path, stop_after=50)) == 10  # never past --epochs
     started = []
 
     def fake_run(cmd, **kwargs):
         started.append(cmd)
         return SimpleNamespace(returncode=0)
 
-    monkeypatch.setattr(study.subprocess, "run", fake_run)
-    monkeypatch.setattr(study, "report", lambda args: None)
-    study.run_all(args)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(orchestration, "report", lambda args: None)
+    orchestration.run_all(args)
     (cmd,) = started  # effssl seed 0 was skipped: only simclr ran
     assert cmd[cmd.index("--method") + 1] == "simclr"
     assert cmd[cmd.index("--stop-after") + 1] == "5"
@@ -109,7 +121,7 @@ def test_linear_probes_skip_finished_runs_without_a_local_checkpoint(tmp_path, m
         (tmp_path / split).mkdir()
     add_run(tmp_path, "effssl", "default", 0, [20, 30])  # finished, checkpoint kept elsewhere
     add_run(tmp_path, "simclr", "default", 0, [20, 30])
-    encoder = tmp_path / "runs" / study.run_name("simclr", "default", 0) / "ckpt" / "simclr" / "x"
+    encoder = tmp_path / "runs" / ev_runs.run_name("simclr", "default", 0) / "ckpt" / "simclr" / "x"
     encoder.mkdir(parents=True)
     started = []
 
@@ -117,8 +129,8 @@ def test_linear_probes_skip_finished_runs_without_a_local_checkpoint(tmp_path, m
         started.append(cmd)
         return SimpleNamespace(returncode=0, stdout="Final: val_acc1=41.5, val_acc5=90.0\n")
 
-    monkeypatch.setattr(study.subprocess, "run", fake_run)
-    study.linear_probes(args)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    evaluation.linear_probes(args)
     (cmd,) = started
     assert f"pretrained_feature_extractor='{encoder}'" in cmd
     assert "effssl__default__s0: skipped, no checkpoint here" in capsys.readouterr().out
@@ -126,13 +138,13 @@ def test_linear_probes_skip_finished_runs_without_a_local_checkpoint(tmp_path, m
 
 
 def test_settings_of_another_study_are_refused(tmp_path):
-    study.write_settings(make_args(tmp_path))
-    study.write_settings(make_args(tmp_path))  # same settings: fine
+    orchestration.write_settings(make_args(tmp_path))
+    orchestration.write_settings(make_args(tmp_path))  # same settings: fine
     assert "machine" not in json.loads((tmp_path / "settings.json").read_text())  # cpu: implied
     with pytest.raises(SystemExit, match="other settings"):
-        study.write_settings(make_args(tmp_path, batch=256))
+        orchestration.write_settings(make_args(tmp_path, batch=256))
     with pytest.raises(SystemExit, match="other settings"):
-        study.write_settings(make_args(tmp_path, machine="auto"))
+        orchestration.write_settings(make_args(tmp_path, machine="auto"))
 
 
 def test_effssl_runs_pin_the_grad_baseline_and_variants_override_it(tmp_path):
@@ -143,7 +155,7 @@ def test_effssl_runs_pin_the_grad_baseline_and_variants_override_it(tmp_path):
 
         args = make_args(tmp_path, method=method, variant=variant, seed=1, workers=0)
         args.effssl_overrides = ["optimizer.lr=0.1"]
-        overrides = study.launcher_overrides(args, tmp_path, tmp_path / "run")
+        overrides = launcher.launcher_overrides(args, tmp_path, tmp_path / "run")
         with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
             return OmegaConf.to_container(compose(method, overrides=overrides))
 
@@ -153,7 +165,7 @@ def test_effssl_runs_pin_the_grad_baseline_and_variants_override_it(tmp_path):
     assert composed("effssl", "bank_update=ema")["method_kwargs"]["bank_update"] == "ema"
     assert composed("effssl", "kl_weight=0")["method_kwargs"]["bank_update"] == "grad"
     assert composed("simclr", "default")["optimizer"]["lr"] != 0.1  # effssl overrides only
-    assert study.label("effssl", "default") == "effssl (grad)"
+    assert comparisons.label("effssl", "default") == "effssl (grad)"
 
 
 def test_every_planned_launcher_run_composes_with_its_variant_applied(tmp_path):
@@ -161,15 +173,15 @@ def test_every_planned_launcher_run_composes_with_its_variant_applied(tmp_path):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    runs = {run for plan in study.PLANS.values() for run in plan if run[0] != "official"}
+    runs = {run for plan in ev_plans.PLANS.values() for run in plan if run[0] != "official"}
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
         for method, variant in sorted(runs):
             args = make_args(tmp_path, method=method, variant=variant, seed=0, workers=0)
-            run_dir = tmp_path / "runs" / study.run_name(method, variant, 0)  # the real name
-            overrides = study.launcher_overrides(args, tmp_path, run_dir)
+            run_dir = tmp_path / "runs" / ev_runs.run_name(method, variant, 0)  # the real name
+            overrides = launcher.launcher_overrides(args, tmp_path, run_dir)
             cfg = compose(method, overrides=overrides)
             assert cfg.checkpoint.dir == str(run_dir / "ckpt")
-            for override in study.VARIANTS[variant]:
+            for override in ev_plans.VARIANTS[variant]:
                 key, value = override.lstrip("+").split("=", 1)
                 got = str(OmegaConf.select(cfg, key)).lower()
                 try:  # numbers compare as numbers (1e-5 composes to 1e-05)
@@ -177,8 +189,8 @@ def test_every_planned_launcher_run_composes_with_its_variant_applied(tmp_path):
                 except ValueError:
                     assert got == value.lower(), (method, override)
     assert ("mocov2plus", "queue=4096") in runs and ("byol", "lr=0.2") in runs
-    searched = {run for m in study.SEARCH_LR for run in study.PLANS[f"lr_{m}"]}
-    assert searched <= runs and len(searched) == 3 * len(study.SEARCH_LR)
+    searched = {run for m in search.SEARCH_LR for run in ev_plans.PLANS[f"lr_{m}"]}
+    assert searched <= runs and len(searched) == 3 * len(search.SEARCH_LR)
 
 
 def test_every_search_arm_composes_with_its_learning_rate_and_no_warm_up(tmp_path):
@@ -187,17 +199,21 @@ def test_every_search_arm_composes_with_its_learning_rate_and_no_warm_up(tmp_pat
     current learning rate x its factor, warm-up 0 and the other settings unchanged."""
     from hydra import compose, initialize_config_module
 
-    factors = (*study.SEARCH_FACTORS, *study.SEARCH_EXTENSION.values())
+    factors = (*search.SEARCH_FACTORS, *search.SEARCH_EXTENSION.values())
     with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
-        for method in study.SEARCH_LR:
+        for method in search.SEARCH_LR:
             recipe = compose(method, overrides=["machine=cpu"])
             for factor in factors:
-                variant = study.search_variant(method, factor)
+                variant = search.search_variant(method, factor)
                 args = make_args(tmp_path, method=method, variant=variant, seed=0, workers=0)
-                run_dir = tmp_path / "runs" / study.run_name(method, variant, 0)
-                assert study.parse_run_name(run_dir.name) == (method, variant, 0)
-                cfg = compose(method, overrides=study.launcher_overrides(args, tmp_path, run_dir))
-                assert cfg.optimizer.lr == pytest.approx(study.SEARCH_LR[method] * factor, rel=5e-3)
+                run_dir = tmp_path / "runs" / ev_runs.run_name(method, variant, 0)
+                assert ev_runs.parse_run_name(run_dir.name) == (method, variant, 0)
+                cfg = compose(
+                    method, overrides=launcher.launcher_overrides(args, tmp_path, run_dir)
+                )
+                assert cfg.optimizer.lr == pytest.approx(
+                    search.SEARCH_LR[method] * factor, rel=5e-3
+                )
                 assert cfg.scheduler.warmup_epochs == 0
                 assert cfg.optimizer.name == recipe.optimizer.name  # only the lr searched
                 assert cfg.scheduler.interval == recipe.scheduler.interval
@@ -206,13 +222,13 @@ def test_every_search_arm_composes_with_its_learning_rate_and_no_warm_up(tmp_pat
                 if method == "mocov2plus":
                     assert cfg.method_kwargs.queue_size == 4096
     # the grid is x1/3, x1, x3 of today's value, the value itself in the middle
-    assert [study.search_lr("simclr", f) for f in study.SEARCH_FACTORS] == [0.133, 0.4, 1.2]
-    assert [study.search_lr("effssl", f) for f in study.SEARCH_FACTORS] == [0.0333, 0.1, 0.3]
-    assert study.PLANS["lr_search"][:3] == study.PLANS["lr_simclr"]  # simclr first
+    assert [search.search_lr("simclr", f) for f in search.SEARCH_FACTORS] == [0.133, 0.4, 1.2]
+    assert [search.search_lr("effssl", f) for f in search.SEARCH_FACTORS] == [0.0333, 0.1, 0.3]
+    assert ev_plans.PLANS["lr_search"][:3] == ev_plans.PLANS["lr_simclr"]  # simclr first
 
 
 def test_the_search_rule_picks_the_best_and_breaks_ties_towards_the_current_value():
-    choice = study.search_choice
+    choice = search.search_choice
     assert choice({0.1: 30.0, 0.3: 33.0, 1.0: 31.0}, 0.3)[0] == 0.3
     assert choice({0.1: 35.0, 0.3: 33.0, 1.0: 31.0}, 0.3)[0] == 0.1  # by more than the margin
     lr, why = choice({0.1: 33.9, 0.3: 33.0, 1.0: 31.0}, 0.3)  # within 1 point: the current
@@ -223,40 +239,40 @@ def test_the_search_rule_picks_the_best_and_breaks_ties_towards_the_current_valu
 
 
 def test_the_search_extends_past_an_edge_of_the_grid_once():
-    grid = [study.search_lr("simclr", f) for f in study.SEARCH_FACTORS]  # 0.133, 0.4, 1.2
-    ext = study.search_extension
+    grid = [search.search_lr("simclr", f) for f in search.SEARCH_FACTORS]  # 0.133, 0.4, 1.2
+    ext = search.search_extension
     assert ext("simclr", dict(zip(grid, [30.0, 33.0, 31.0], strict=True))) is None
     assert ext("simclr", dict(zip(grid, [30.0, 31.0, 33.0], strict=True))) == "lr=3.6,wu=0"
     assert ext("simclr", dict(zip(grid, [34.0, 31.0, 30.0], strict=True))) == "lr=0.0444,wu=0"
     assert ext("simclr", dict(zip(grid[:2], [30.0, 33.0], strict=True))) is None  # unfinished
     ran = dict(zip(grid, [30.0, 31.0, 33.0], strict=True)) | {3.6: 20.0}
     assert ext("simclr", ran) is None  # once only
-    assert study.search_choice(ran, 0.4)[0] == 1.2
+    assert search.search_choice(ran, 0.4)[0] == 1.2
 
 
 def test_a_finished_search_grid_runs_its_extension_after_it(tmp_path, monkeypatch):
     args = make_args(tmp_path, plan=["lr_simclr"], seeds=[0], workers=1, epochs=10)
     args.data_dir, args.official_src = tmp_path, None
-    for factor, top1 in zip(study.SEARCH_FACTORS, [30.0, 31.0, 33.0], strict=True):
-        add_run(tmp_path, "simclr", study.search_variant("simclr", factor), 0, [20.0, top1])
+    for factor, top1 in zip(search.SEARCH_FACTORS, [30.0, 31.0, 33.0], strict=True):
+        add_run(tmp_path, "simclr", search.search_variant("simclr", factor), 0, [20.0, top1])
     started = []
 
     def fake_run(cmd, **kwargs):
         started.append(cmd[cmd.index("--variant") + 1])
         return SimpleNamespace(returncode=0)
 
-    monkeypatch.setattr(study.subprocess, "run", fake_run)
-    monkeypatch.setattr(study, "report", lambda args: None)
-    study.run_all(args)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(orchestration, "report", lambda args: None)
+    orchestration.run_all(args)
     assert started == ["lr=3.6,wu=0"]
     # a diverged run is over (not restarted) and has no score
-    diverged = tmp_path / "runs" / study.run_name("simclr", "lr=3.6,wu=0", 0)
+    diverged = tmp_path / "runs" / ev_runs.run_name("simclr", "lr=3.6,wu=0", 0)
     diverged.mkdir()
-    (diverged / study.DIVERGED).write_text("non-finite loss\n")
-    assert study.finished(args, "simclr", "lr=3.6,wu=0", 0)
-    assert study.search_scores(args, "simclr")[3.6] is None
+    (diverged / ev_runs.DIVERGED).write_text("non-finite loss\n")
+    assert ev_runs.finished(args, "simclr", "lr=3.6,wu=0", 0)
+    assert search.search_scores(args, "simclr")[3.6] is None
     started.clear()
-    study.run_all(args)
+    orchestration.run_all(args)
     assert started == []
 
 
@@ -273,10 +289,13 @@ def fake_cifar(root, classes=10, per_class=40):
 
 def test_the_validation_split_is_stratified_disjoint_from_every_share_and_verified(tmp_path):
     data = fake_cifar(tmp_path / "data")
-    out = study.prepare_split(data, holdout=4, seed=0, fractions=[0.1, 0.4])
-    val, pool = study.folder_names(out / "val"), study.folder_names(out / "trainpool")
-    small, large = study.folder_names(out / "train_f0.1"), study.folder_names(out / "train_f0.4")
-    train = study.folder_names(data / "train")
+    out = ev_data.prepare_split(data, holdout=4, seed=0, fractions=[0.1, 0.4])
+    val, pool = ev_data.folder_names(out / "val"), ev_data.folder_names(out / "trainpool")
+    small, large = (
+        ev_data.folder_names(out / "train_f0.1"),
+        ev_data.folder_names(out / "train_f0.4"),
+    )
+    train = ev_data.folder_names(data / "train")
     assert sorted(val) == sorted(train)  # every class folder in every split folder
     for cls in train:
         assert len(val[cls]) == 4 and len(small[cls]) == 4 and len(large[cls]) == 16
@@ -288,70 +307,70 @@ def test_the_validation_split_is_stratified_disjoint_from_every_share_and_verifi
     assert (out / "val" / "class3" / some).read_bytes() == (
         data / "train/class3" / some
     ).read_bytes()
-    summary = study.verify_split(out)
+    summary = ev_data.verify_split(out)
     assert summary["val_images"] == 40 and summary["trainpool_images"] == 360
     assert summary["shares"]["train_f0.1"]["images"] == 40
     # the same call again verifies and keeps the split; another seed draws another one
-    assert study.prepare_split(data, 4, 0, [0.1]) == out
-    assert study.verify_split(out) == summary
-    other = study.verify_split(study.prepare_split(data, 4, 1, [0.1]))
+    assert ev_data.prepare_split(data, 4, 0, [0.1]) == out
+    assert ev_data.verify_split(out) == summary
+    other = ev_data.verify_split(ev_data.prepare_split(data, 4, 1, [0.1]))
     assert other["val_sha256"] != summary["val_sha256"]
     # a validation image in a training share, or a missing one, is caught
     shutil_copy = (out / "val" / "class3" / some).read_bytes()
     (out / "train_f0.1" / "class3" / some).write_bytes(shutil_copy)
     with pytest.raises(SystemExit, match="train_f0.1/ differs"):
-        study.verify_split(out)
+        ev_data.verify_split(out)
     (out / "train_f0.1" / "class3" / some).unlink()
     (out / "val" / "class3" / some).unlink()
     with pytest.raises(SystemExit, match="val/ differs"):
-        study.verify_split(out)
+        ev_data.verify_split(out)
 
 
 def test_the_split_of_cifar10_sizes_leaves_room_for_the_10_and_40_percent_shares():
     files = {f"c{c}": [f"{i:04d}.jpg" for i in range(5000)] for c in range(10)}
-    drawn = study.draw_split(files, holdout=500, seed=0)
-    assert drawn == study.draw_split(files, holdout=500, seed=0)  # fixed by the seed
+    drawn = ev_data.draw_split(files, holdout=500, seed=0)
+    assert drawn == ev_data.draw_split(files, holdout=500, seed=0)  # fixed by the seed
     for cls in files:
         val, pool = set(drawn["val"][cls]), drawn["pool"][cls]
         assert len(val) == 500 and len(pool) == 4500 and not val & set(pool)
-        assert not val & set(pool[: study.share_per_class(0.4, 5000)])  # 2,000 a class
-    assert study.share_per_class(0.1, 5000) == 500
+        assert not val & set(pool[: ev_data.share_per_class(0.4, 5000)])  # 2,000 a class
+    assert ev_data.share_per_class(0.1, 5000) == 500
     with pytest.raises(ValueError, match="does not fit"):
-        study.draw_split(files, holdout=5000, seed=0)
+        ev_data.draw_split(files, holdout=5000, seed=0)
 
 
 def test_the_study_trains_on_its_share_and_evaluates_on_val_only_when_asked(tmp_path):
     data = fake_cifar(tmp_path / "data")
     args = make_args(tmp_path / "out", holdout=4, split_seed=0, eval_set="val", workers=0)
-    train_dir, fraction, eval_dir = study.study_data(args, data)
+    train_dir, fraction, eval_dir = ev_data.study_data(args, data)
     assert (train_dir.name, fraction, eval_dir.name) == ("train_f0.1", -1, "val")
     args.method, args.variant, args.seed = "simclr", "default", 0
-    overrides = study.launcher_overrides(args, data, tmp_path / "run")
+    overrides = launcher.launcher_overrides(args, data, tmp_path / "run")
     assert f"data.train_path='{train_dir}'" in overrides and "data.fraction=-1" in overrides
     args.eval_set = "test"
-    assert study.study_data(args, data)[2] == data / "test"
+    assert ev_data.study_data(args, data)[2] == data / "test"
     # without a holdout: solo-learn's fraction of all training images, as before; no val
     old = make_args(tmp_path / "out")
-    assert study.study_data(old, data) == (data / "train", 0.1, data / "test")
+    assert ev_data.study_data(old, data) == (data / "train", 0.1, data / "test")
     with pytest.raises(SystemExit, match="needs --holdout"):
-        study.study_data(make_args(tmp_path, eval_set="val"), data)
+        ev_data.study_data(make_args(tmp_path, eval_set="val"), data)
     # the settings record the split and the evaluation set; the workers get them
     args.eval_set, args.out = "val", tmp_path / "out"
     args.out.mkdir()
-    study.write_settings(args)
+    orchestration.write_settings(args)
     settings = json.loads((args.out / "settings.json").read_text())
     assert (settings["holdout"], settings["split_seed"], settings["eval_set"]) == (4, 0, "val")
     args.stop_after, args.official_src, args.data_dir, args.threads = None, None, data, 1
-    argv = study.common_argv(args)
+    argv = orchestration.common_argv(args)
     for flag, value in (("--holdout", "4"), ("--eval-set", "val"), ("--threads", "1")):
         assert argv[argv.index(flag) + 1] == value
     args.data_dir = data
-    study.prepare_study_data(args)
+    ev_data.prepare_study_data(args)
     recorded = json.loads((args.out / "split.json").read_text())
     assert recorded["val_images"] == 40 and "train_f0.1" in recorded["shares"]
     args.split_seed = 1
     with pytest.raises(SystemExit, match="another split"):
-        study.prepare_study_data(args)
+        ev_data.prepare_study_data(args)
 
 
 def test_workers_set_their_threads_and_record_code_and_import_paths(tmp_path):
@@ -359,10 +378,10 @@ def test_workers_set_their_threads_and_record_code_and_import_paths(tmp_path):
 
     before = torch.get_num_threads()
     try:
-        assert study.set_threads(SimpleNamespace(threads=1)) == 1 == torch.get_num_threads()
+        assert ev_runs.set_threads(SimpleNamespace(threads=1)) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-    study.record_start(tmp_path, threads=1)
+    ev_runs.record_start(tmp_path, threads=1)
     first, second = (tmp_path / "starts.log").read_text().splitlines()
     assert len(first.split(" commit ")[1].split()[0]) == 40  # the full hash
     assert "effssl_plugin /" in second and "torch threads 1" in second
@@ -371,18 +390,18 @@ def test_workers_set_their_threads_and_record_code_and_import_paths(tmp_path):
 def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
     pytest.importorskip("matplotlib")
     args = make_args(tmp_path)
-    study.write_settings(args)
+    orchestration.write_settings(args)
     for seed, v in enumerate([40.0, 42.0, 47.0]):
         add_run(tmp_path, "effssl", "default", seed, [30.0, v])
     add_run(tmp_path, "simclr", "default", 0, [35.0], epochs=(5,))  # interrupted
     for seed, seconds in ((0, 1000.0), (1, 800.0)):  # seed 2 and simclr: no time.csv
-        log = study.EvalLog(tmp_path / "runs" / study.run_name("effssl", "default", seed))
+        log = ev_runs.EvalLog(tmp_path / "runs" / ev_runs.run_name("effssl", "default", seed))
         log.add_time(5, seconds / 2)
         log.add_time(10, seconds)
-    (tmp_path / "runs" / study.run_name("effssl", "default", 1) / "linear.json").write_text(
+    (tmp_path / "runs" / ev_runs.run_name("effssl", "default", 1) / "linear.json").write_text(
         json.dumps({"val_acc1": 50.5})
     )
-    study.report(args)
+    report.report(args)
     text = (tmp_path / "report.md").read_text()
     mean, std = statistics.fmean([40, 42, 47]), statistics.stdev([40, 42, 47])
     assert f"| effssl (grad) | 3 | 10 | {mean:.2f} +- {std:.2f} | 40.00, 42.00, 47.00 |" in text
@@ -395,30 +414,30 @@ def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):
 def test_clipped_seconds_caps_disturbed_epochs_only():
     # epoch 1 holds start-up (kept raw); epochs of 10 s, except epoch 4 (disturbed: 40 s)
     points = [(1, 25.0), (2, 35.0), (3, 45.0), (4, 85.0), (5, 95.0)]
-    clipped = study.clipped_seconds(points)
+    clipped = stats.clipped_seconds(points)
     assert clipped[1] == 25.0 and clipped[3] == 45.0
-    assert clipped[4] == pytest.approx(45.0 + study.CLIP_FACTOR * 10.0)
+    assert clipped[4] == pytest.approx(45.0 + stats.CLIP_FACTOR * 10.0)
     assert clipped[5] == pytest.approx(clipped[4] + 10.0)
     # an undisturbed run is unchanged
     even = [(e, 10.0 * e) for e in range(1, 8)]
-    assert study.clipped_seconds(even) == dict(even)
+    assert stats.clipped_seconds(even) == dict(even)
 
 
 def test_time_points_keep_the_last_record_of_a_resumed_epoch(tmp_path):
-    log = study.EvalLog(tmp_path)
+    log = ev_runs.EvalLog(tmp_path)
     for epoch, seconds in ((1, 10.0), (2, 20.0), (2, 21.0), (3, 31.0)):
         log.add_time(epoch, seconds)
     assert log.time_points() == [(1, 10.0), (2, 21.0), (3, 31.0)]
 
 
 def test_a_difference_is_called_only_when_seeds_separate_beyond_the_spread():
-    assert study.separated([44.0, 43.0, 45.0], [40.0, 41.0, 39.5]) == "A > B"
-    assert study.separated([40.0, 41.0, 39.5], [44.0, 43.0, 45.0]) == "B > A"
+    assert stats.separated([44.0, 43.0, 45.0], [40.0, 41.0, 39.5]) == "A > B"
+    assert stats.separated([40.0, 41.0, 39.5], [44.0, 43.0, 45.0]) == "B > A"
     # means 2 apart but one seed of A below one of B: ranges overlap
-    assert study.separated([44.0, 41.5, 44.5], [41.0, 42.0, 40.0]) == "not separated"
+    assert stats.separated([44.0, 41.5, 44.5], [41.0, 42.0, 40.0]) == "not separated"
     # seeds separate but the gap is smaller than the spread
-    assert study.separated([43.0, 44.0, 51.0], [42.0, 42.5, 42.9]) == "not separated"
-    assert study.separated([44.0, 45.0], [40.0, 41.0]) == "too few seeds"
+    assert stats.separated([43.0, 44.0, 51.0], [42.0, 42.5, 42.9]) == "not separated"
+    assert stats.separated([44.0, 45.0], [40.0, 41.0]) == "too few seeds"
 
 
 def test_interpolation_and_first_reaching_epoch():
@@ -426,12 +445,12 @@ def test_interpolation_and_first_reaching_epoch():
         {"epoch": 5.0, "clipped_s": 100.0, "knn_top1": 30.0},
         {"epoch": 10.0, "clipped_s": 200.0, "knn_top1": 40.0},
     ]
-    assert study.interpolate(rows, "clipped_s", 150.0) == pytest.approx(35.0)
-    assert study.interpolate(rows, "clipped_s", 50.0) is None  # before the first evaluation
-    assert study.interpolate(rows, "clipped_s", 500.0) == 40.0  # finished: keeps its value
-    assert study.first_reaching(rows, 36.0) == pytest.approx(8.0)
-    assert study.first_reaching(rows, 25.0) == 5.0
-    assert study.first_reaching(rows, 41.0) is None
+    assert stats.interpolate(rows, "clipped_s", 150.0) == pytest.approx(35.0)
+    assert stats.interpolate(rows, "clipped_s", 50.0) is None  # before the first evaluation
+    assert stats.interpolate(rows, "clipped_s", 500.0) == 40.0  # finished: keeps its value
+    assert stats.first_reaching(rows, 36.0) == pytest.approx(8.0)
+    assert stats.first_reaching(rows, 25.0) == 5.0
+    assert stats.first_reaching(rows, 41.0) is None
 
 
 def test_comparisons_read_both_arms_at_the_shorter_arms_minutes():
@@ -446,7 +465,7 @@ def test_comparisons_read_both_arms_at_the_shorter_arms_minutes():
         ("simclr", "default"): {s: run(200.0, 40.0 + s) for s in range(3)},
         ("byol", "default"): {0: run(200.0, 40.0)[:1]},  # unfinished: left out
     }
-    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    lines = "\n".join(comparisons.comparison_lines(runs, epochs=10))
     assert "| effssl (grad) | simclr | kNN at epoch 10 | 41.00 +- 1.00 (n=3) | 41.00" in lines
     # at 100 s (1.7 min) simclr is half-way: 10 points lower on every seed, beyond the spread
     assert "kNN at 1.7 min | 41.00 +- 1.00 (n=3) | 31.00 +- 1.00 (n=3) | +10.00 | A > B" in lines
@@ -464,7 +483,7 @@ def test_epochs_to_reach_use_a_level_every_seed_reaches():
         ("effssl", "default"): {s: run(30.0, 40.0) for s in range(3)},
         ("effssl", "kl_weight=0"): {0: run(20.0, 38.0), 1: run(20.0, 39.0), 2: run(20.0, 40.0)},
     }
-    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    lines = "\n".join(comparisons.comparison_lines(runs, epochs=10))
     assert "epochs to kNN 38.0 (lower is better) | 9.00 +- 0.00 (n=3) |" in lines
     # slow: 10, 5 + 5 * 18 / 19 and 9.5 epochs; more epochs (B > A) is the slower arm
     assert "| 9.75 +- 0.25 (n=3) | -0.75 | B > A |" in lines
@@ -475,7 +494,7 @@ def test_equal_step_cost_reads_the_costlier_arm_where_its_steps_cost_the_cheaper
 ):
     costs = tmp_path / "step_cost.csv"  # step_cost.py's columns, the ones read here
     costs.write_text("method,views,median_s_per_step\neffssl,1,1.25\neffssl-proj512,1,1.0\n")
-    monkeypatch.setattr(study, "STEP_COST_CSV", costs)
+    monkeypatch.setattr(comparisons, "STEP_COST_CSV", costs)
 
     def run(top1_at_5: float, top1_at_10: float) -> list[dict]:
         return [
@@ -489,7 +508,7 @@ def test_equal_step_cost_reads_the_costlier_arm_where_its_steps_cost_the_cheaper
     }
     # 10 epochs of the cheap head (1.0 s a step) cost what 8 of the default (1.25 s) do,
     # where the default is at 30 + 10 * 3 / 5 = 36 (+ the seed mean's 1)
-    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    lines = "\n".join(comparisons.comparison_lines(runs, epochs=10))
     what = "kNN at equal step cost (A at epoch 8.0, B at 10)"
     assert f"{what} | 37.00 +- 1.00 (n=3)" in lines
     assert "| 36.00 +- 1.00 (n=3) |" in lines.split("equal step cost")[1]
@@ -504,10 +523,10 @@ def test_a_failed_run_does_not_stop_the_others_but_fails_the_command(tmp_path, m
         started.append(cmd[cmd.index("--method") + 1])
         return SimpleNamespace(returncode=1 if started[-1] == "effssl" else 0)
 
-    monkeypatch.setattr(study.subprocess, "run", fake_run)
-    monkeypatch.setattr(study, "report", lambda args: None)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(orchestration, "report", lambda args: None)
     with pytest.raises(SystemExit, match=r"failed: effssl__default__s0 \(see "):
-        study.run_all(args)
+        orchestration.run_all(args)
     assert started == ["effssl", "simclr"]
 
 
@@ -544,14 +563,15 @@ import sys
 factor = float(sys.argv[1])
 sys.argv = ["official_step_check.py", "--steps", "3"]
 sys.path.insert(0, "benchmarks")
-import official_step_check, study
-load = study.load_official
+import official_step_check
+from evidence import official
+load = official.load_official
 def scaled(src):
     module = load(src)
     kl = module.SqrtKL
     module.SqrtKL = lambda out, pow_kl=0.5, **kw: factor * kl(out, pow_kl, **kw)
     return module
-study.load_official = scaled
+official.load_official = scaled
 official_step_check.main()
 """
 
@@ -584,7 +604,7 @@ def test_the_official_curve_is_compared_at_every_epoch_including_unfinished_runs
         ("official", "default"): {0: run([30, 33]), 1: run([31, 34]), 2: run([32])},
         ("effssl", "bank_update=ema"): {0: run([20, 40]), 1: run([21, 41]), 2: run([22, 42])},
     }
-    lines = "\n".join(study.comparison_lines(runs, epochs=10))
+    lines = "\n".join(comparisons.comparison_lines(runs, epochs=10))
     head = "| official | effssl (bank_update=ema) | kNN at epoch"
     # epoch 5: every seed of both arms, official higher on every seed
     assert (
@@ -603,7 +623,7 @@ def test_pool_merges_the_seeds_of_studies_with_the_same_settings(tmp_path):
     first, second, pooled = tmp_path / "a", tmp_path / "b", tmp_path / "pooled"
     for out, seeds in ((first, (0, 1, 2)), (second, (3, 4, 5))):
         out.mkdir()
-        study.write_settings(make_args(out))
+        orchestration.write_settings(make_args(out))
         for seed in seeds:
             add_run(out, "official", "default", seed, [30.0, 30.0 + seed])
         (out / "random_init.csv").write_text(
@@ -611,7 +631,7 @@ def test_pool_merges_the_seeds_of_studies_with_the_same_settings(tmp_path):
         )
     args = make_args(pooled, pool=[first, second], epochs=99)  # the studies' settings win
     pooled.mkdir()
-    study.report(args)
+    report.report(args)
     text = (pooled / "report.md").read_text()
     values = [30.0 + s for s in range(6)]
     mean, std = statistics.fmean(values), statistics.stdev(values)
@@ -628,14 +648,14 @@ def test_pool_refuses_other_settings_and_a_run_in_two_studies(tmp_path):
     for out in (first, second):
         out.mkdir()
         add_run(out, "official", "default", 0, [30.0, 31.0])
-    study.write_settings(make_args(first))
-    study.write_settings(make_args(second, batch=128))
+    orchestration.write_settings(make_args(first))
+    orchestration.write_settings(make_args(second, batch=128))
     with pytest.raises(SystemExit, match="settings differ"):
-        study.report(make_args(tmp_path, pool=[first, second]))
+        report.report(make_args(tmp_path, pool=[first, second]))
     (second / "settings.json").unlink()
-    study.write_settings(make_args(second))
+    orchestration.write_settings(make_args(second))
     with pytest.raises(SystemExit, match="official__default__s0 in more than one study"):
-        study.report(make_args(tmp_path, pool=[first, second]))
+        report.report(make_args(tmp_path, pool=[first, second]))
 
 
 def test_timm_box_is_timms_box_with_the_official_draw_order():
@@ -644,14 +664,14 @@ def test_timm_box_is_timms_box_with_the_official_draw_order():
 
     for seed, lam in enumerate(np.linspace(0.5, 0.999, 40)):
         np.random.seed(seed)
-        x1, y1, x2, y2 = study.timm_box((8, 3, 32, 32), lam)
+        x1, y1, x2, y2 = official.timm_box((8, 3, 32, 32), lam)
         after = np.random.random()
         np.random.seed(seed)  # timm draws the row centre first, the official the column's
         yl, yh, xl, xh = rand_bbox((8, 3, 32, 32), lam)
         assert (x1, x2, y1, y2) == (yl, yh, xl, xh)
         assert np.random.random() == after  # two draws, as the official rand_bbox
     np.random.seed(0)  # an odd side keeps its length (the official box: 6) where unclipped
-    boxes = [study.timm_box((1, 3, 32, 32), 1 - (7.5 / 32) ** 2) for _ in range(50)]
+    boxes = [official.timm_box((1, 3, 32, 32), 1 - (7.5 / 32) ** 2) for _ in range(50)]
     inside = [x2 - x1 for x1, _, x2, _ in boxes if 0 < x1 and x2 < 32]
     assert inside and set(inside) == {7}
 
@@ -665,6 +685,41 @@ def test_the_search_chain_runs_the_protocols_plans_in_its_order():
     (line,) = [ln for ln in text.splitlines() if ln.startswith("python benchmarks/study.py --plan")]
     plans = line.split("--plan ")[1].split(" --")[0].split()
     assert plans == ["lr_simclr", "lr_effssl", "lr_byol", "lr_mocov2plus"]
-    assert all(p in study.PLANS for p in plans)
+    assert all(p in ev_plans.PLANS for p in plans)
     for flag in ("--holdout 500", "--eval-set val", "--threads 1", "--epochs 15"):
         assert flag in text
+
+
+def test_the_golden_trajectory_runs_the_tests_tiny_run_without_importing_tests(tmp_path):
+    import golden_trajectory
+    from conftest import tiny_overrides
+
+    extra = [
+        "method_kwargs.bank_update=ema",
+        "+limit_train_batches=3",
+        "seed=0",
+        f"checkpoint.dir={tmp_path / 'ema'}",
+        "checkpoint.enabled=false",
+        "auto_resume.enabled=false",
+    ]
+    expected = tiny_overrides(tmp_path / "data", 2, 50, 100, *extra)
+    assert golden_trajectory.trajectory_overrides("ema", tmp_path / "data", tmp_path) == expected
+
+
+def test_no_benchmark_imports_tests_or_the_study_script():
+    import ast
+
+    for path in sorted((REPO / "benchmarks").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and not node.level
+        }
+        assert not imported & {"conftest", "tests", "study"}, path
+        assert 'sys.path.insert(0, str(REPO / "tests"' not in path.read_text(), path
