@@ -723,3 +723,38 @@ def test_no_benchmark_imports_tests_or_the_study_script():
         }
         assert not imported & {"conftest", "tests", "study"}, path
         assert 'sys.path.insert(0, str(REPO / "tests"' not in path.read_text(), path
+
+
+@pytest.mark.slow
+def test_a_launcher_run_pauses_after_its_epoch_and_resumes_to_the_end(tmp_path, cifar300):
+    """The study's launcher worker end to end on the 300-image fixture (as training and
+    evaluation images): kNN at both epochs, ``PAUSE`` stops it after epoch 1's checkpoint,
+    the same command then resumes it to the end, and the orchestration counts it finished."""
+    data, out = tmp_path / "cifar", tmp_path / "out"
+    data.mkdir()
+    (data / "train").symlink_to(cifar300)
+    (data / "test").symlink_to(cifar300)
+    out.mkdir()
+    argv = ["--worker", "--method", "effssl", "--variant", "default", "--seed", "0"]
+    argv += ["--epochs", "2", "--eval-epochs", "1", "2", "--fraction", "1", "--model"]
+    argv += ["resnet10t", "--batch", "50", "--negatives", "100", "--workers", "0"]
+    argv += ["--threads", "1", "--data-dir", str(data), "--out", str(out)]
+    argv += ["--effssl-overrides", "method_kwargs.proj_hidden_dim=64"]
+    argv += ["method_kwargs.proj_output_dim=32", "+limit_train_batches=2"]
+    cmd = [sys.executable, str(REPO / "benchmarks" / "study.py"), *argv]
+    run_dir = out / "runs" / ev_runs.run_name("effssl", "default", 0)
+    (out / "PAUSE").touch()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [int(r["epoch"]) for r in ev_runs.EvalLog(run_dir).rows()] == [1]
+    (out / "PAUSE").unlink()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = ev_runs.EvalLog(run_dir).rows()
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["steps"]) for r in rows] == [2, 4]
+    assert float(rows[1]["train_s"]) > float(rows[0]["train_s"]) > 0
+    assert all(0 < float(r["knn_top1"]) <= 100 for r in rows)
+    assert len((run_dir / "starts.log").read_text().splitlines()) == 4  # 2 starts, 2 lines each
+    args = make_args(out, epochs=2, eval_epochs=[1, 2])
+    assert ev_runs.finished(args, "effssl", "default", 0)
