@@ -358,24 +358,58 @@ def test_fast_dev_run_fit_on_fake_folder(fake_folder, tmp_path, monkeypatch):
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
-def test_checkpoint_keys_load_with_solo_main_linear_logic(fake_folder, tmp_path, monkeypatch):
-    """solo-learn's main_linear.py: keep keys containing 'backbone', strip, strict=False."""
-    from effssl_plugin.evaluation import build_backbone
+def test_checkpoint_loads_into_solo_learns_linear_model_as_main_linear_does(
+    fake_folder, tmp_path, monkeypatch
+):
+    """solo-learn's main_linear.py reads the run's config with solo-learn's ``parse_cfg``,
+    builds the backbone from solo-learn's registry (``BaseMethod._BACKBONES[name](method=...,
+    **kwargs)``), keeps the checkpoint keys containing ``backbone``, strips ``backbone.``,
+    loads them with ``strict=False`` and wraps the backbone in solo-learn's ``LinearModel``.
+    main_linear.py is a script of solo-learn's repository, not a part of the installed
+    package, so its six-line key rule is restated here; everything else is solo-learn's own
+    code. ``strict=False`` skips any key that does not match without a word, so the test
+    checks the outcome: no key is missing or left over, and LinearModel's features equal the
+    pretrained module's."""
+    from lightning.pytorch.callbacks import Callback
+    from solo.args.linear import parse_cfg as solo_parse_linear_cfg
+    from solo.methods.linear import LinearModel
+    from test_solo_main_linear_cpu import solo_linear_cfg
+
     from effssl_plugin.main_pretrain import pretrain
 
     monkeypatch.chdir(tmp_path)
-    run_dir = pretrain(compose("effssl", tiny_overrides(fake_folder, 1, 6, 4)))
+    captured = {}
+
+    class Capture(Callback):
+        def on_train_end(self, trainer, module):
+            captured["backbone"] = module.backbone
+
+    cfg = compose("effssl", tiny_overrides(fake_folder, 1, 6, 4))
+    run_dir = pretrain(cfg, extra_callbacks=[Capture()])
     (ckpt,) = run_dir.glob("*.ckpt")
-    state = torch.load(ckpt, map_location="cpu")["state_dict"]  # weights_only=True default
+    args = OmegaConf.load(run_dir / "args.json")
+    linear_cfg = solo_linear_cfg(fake_folder, "1")
+    linear_cfg.backbone = args.backbone
+    linear_cfg.pretrain_method = args.method
+    linear_cfg.pretrained_feature_extractor = str(ckpt)
+    linear_cfg = solo_parse_linear_cfg(linear_cfg)
+
+    backbone = solo_base.BaseMethod._BACKBONES[linear_cfg.backbone.name](
+        method=linear_cfg.pretrain_method, **linear_cfg.backbone.kwargs
+    )
+    state = torch.load(ckpt, map_location="cpu")["state_dict"]  # main_linear.py's rule
     for k in list(state.keys()):
         if "backbone" in k:
             state[k.replace("backbone.", "")] = state[k]
         del state[k]
-    args = OmegaConf.load(run_dir / "args.json")
-    backbone = build_backbone(args.backbone, "custom", "effssl")
     result = backbone.load_state_dict(state, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    assert len(state) == len(backbone.state_dict())
+    model = LinearModel(backbone, cfg=linear_cfg, loss_func=torch.nn.CrossEntropyLoss()).eval()
+
+    pretrained = captured["backbone"].eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["feats"], pretrained(x))
 
 
 @pytest.mark.parametrize("n, b", [(11, 5), (10, 5), (3, 5), (1, 1), (12, 5)])
