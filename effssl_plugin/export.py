@@ -38,7 +38,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from effssl_plugin import __version__
+from effssl_plugin.backbones import timm_backbone
+from effssl_plugin.checkpointing import resolve_checkpoint
 from effssl_plugin.errors import EffSSLError
+from effssl_plugin.preprocessing import eval_data_config
+from effssl_plugin.pretrained import backbone_weights, build_backbone, load_pretrain_cfg
+from effssl_plugin.solo_compat import register
 
 __all__ = [
     "ExportError",
@@ -60,17 +65,6 @@ RECORD_KEY = "effssl"  # top-level config.json entry: how the encoder was traine
 FORMAT_VERSION = 1
 _DROP_RATES = ("drop_rate", "drop_path_rate", "drop_block_rate")
 
-# solo-learn's pretraining normalisation (solo.data.pretrain_dataloader.build_transform_pipeline,
-# a local there): known datasets use these, others the augmentation's mean/std (ImageNet default)
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_DATASET_MEAN_STD = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "stl10": ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
-    "imagenet100": _IMAGENET,
-    "imagenet": _IMAGENET,
-}
-
 
 class ExportError(EffSSLError, ValueError):
     """A checkpoint or encoder folder that cannot be exported or loaded; the message says why."""
@@ -84,27 +78,7 @@ def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def data_config(cfg: DictConfig) -> dict[str, Any]:
-    """timm's preprocessing entries for the run: its normalisation, crop size and the evaluation
-    crop of the eval tools (resize to ``crop / crop_pct``, center crop, bilinear)."""
-    aug = cfg.augmentations[0]
-    crop = int(aug.crop_size)
-    mean, std = _DATASET_MEAN_STD.get(
-        str(cfg.data.dataset),
-        (tuple(_select(aug, "mean", _IMAGENET[0])), tuple(_select(aug, "std", _IMAGENET[1]))),
-    )
-    crop_pct = _select(cfg, "data.val_crop_pct", 1.0 if crop <= 96 else 0.875)
-    return {
-        "input_size": (3, crop, crop),
-        "interpolation": "bilinear",
-        "crop_pct": float(crop_pct),
-        "crop_mode": "center",
-        "mean": tuple(float(v) for v in mean),
-        "std": tuple(float(v) for v in std),
-    }
-
-
-def _backbone_kwargs(cfg: DictConfig) -> dict[str, Any]:
+def _check_timm_backbone(cfg: DictConfig) -> None:
     name = _select(cfg, "backbone.name", "timm")
     if name != "timm":
         raise ExportError(
@@ -112,19 +86,17 @@ def _backbone_kwargs(cfg: DictConfig) -> dict[str, Any]:
             "format holds timm models only (backbone.name=timm). Evaluate this run with "
             "effssl-knn / effssl-linear on its run directory instead."
         )
-    kwargs = OmegaConf.to_container(cfg.backbone.get("kwargs") or {}, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs["pretrained"] = False  # the weights come from the run, never from a download
-    return kwargs
 
 
 def build_run_backbone(cfg: DictConfig) -> nn.Module:
-    """A fresh backbone as the run built it (timm backbones only)."""
-    from effssl_plugin.backbones import timm_backbone
-
-    kwargs = _backbone_kwargs(cfg)
-    model = timm_backbone(**kwargs)
+    """A fresh backbone as the run built it (timm backbones only; the evaluation tools'
+    builder, :func:`effssl_plugin.pretrained.build_backbone`), with the ``model_args`` that
+    timm's folder format records."""
+    _check_timm_backbone(cfg)
+    model = build_backbone(cfg.backbone, cfg.data.dataset, cfg.method)
     if not getattr(model, "_model_args", None):  # built through a native entrypoint
+        kwargs = OmegaConf.to_container(cfg.backbone.get("kwargs") or {}, resolve=True)
+        assert isinstance(kwargs, dict)
         model._model_args = {
             "num_classes": 0,
             **{
@@ -204,7 +176,7 @@ def export_backbone(
             model_config={RECORD_KEY: record},
             model_args={"low_res": True} if _needs_low_res_arg(model, low_res) else None,
             safe_serialization=True,
-            data_config=data_config(cfg),
+            data_config=eval_data_config(cfg),
         )
         args_copy = tmp / "args.json"
         if record.get("args_json") and Path(record["args_json"]).is_file():
@@ -270,9 +242,6 @@ def _load_checkpoint_state(ckpt: Path) -> dict[str, Any]:
 def export_encoder(source: str | Path, out_dir: str | Path) -> Path:
     """``effssl-export``: the backbone of a run directory (newest checkpoint) or ``.ckpt``,
     trained through the launcher with a timm backbone, written to ``out_dir``."""
-    from effssl_plugin.checkpointing import resolve_checkpoint
-    from effssl_plugin.evaluation import load_pretrain_cfg
-
     out_dir = Path(out_dir)
     if out_dir.is_file() or (
         out_dir.is_dir() and any(out_dir.iterdir()) and not is_encoder_folder(out_dir)
@@ -280,13 +249,9 @@ def export_encoder(source: str | Path, out_dir: str | Path) -> Path:
         raise ExportError(f"{out_dir} exists and is not an encoder folder: choose another output")
     ckpt = resolve_checkpoint(source)
     cfg = load_pretrain_cfg(ckpt)
-    _backbone_kwargs(cfg)  # refuses a solo-learn backbone before reading the checkpoint
+    _check_timm_backbone(cfg)  # refuses a solo-learn backbone before reading the checkpoint
     state = _load_checkpoint_state(ckpt)
-    weights = {
-        k.removeprefix("backbone."): v
-        for k, v in state["state_dict"].items()
-        if k.startswith("backbone.")
-    }
+    weights = backbone_weights(state["state_dict"])
     if not weights:
         raise ExportError(f"{ckpt} holds no backbone weights (no state_dict['backbone.*'] keys)")
     epoch = state.get("epoch")
@@ -381,8 +346,6 @@ def create_encoder(path: str | Path) -> nn.Module:
     config = _read_config(folder)
     if RECORD_KEY not in config:  # a timm folder from elsewhere: timm's own loading
         return timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0).eval()
-    from effssl_plugin.backbones import timm_backbone
-
     pretrained_cfg, arch, model_args = load_model_config_from_path(folder)
     model_args = dict(model_args or {})
     low_res = bool(model_args.pop("low_res", False))
@@ -444,8 +407,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        from effssl_plugin import register
-
         register()  # quiets solo-learn's import-time warnings (the checkpoint tools import it)
         out = export_encoder(args.source, args.out)
         config = json.loads((out / "config.json").read_text())

@@ -177,6 +177,60 @@ def test_timm_preprocessing_from_the_folder_equals_the_eval_tools(tmp_path, data
     torch.testing.assert_close(timm_tf(image), ours(image))
 
 
+def test_export_and_evaluation_share_one_backbone_builder_and_one_preprocessing():
+    """One function each, whatever module a tool reaches it through: they cannot diverge."""
+    from effssl_plugin import evaluation, export, preprocessing, pretrained
+
+    assert export.build_backbone is evaluation.build_backbone is pretrained.build_backbone
+    assert export.load_pretrain_cfg is evaluation.load_pretrain_cfg is pretrained.load_pretrain_cfg
+    assert export.backbone_weights is evaluation.backbone_weights is pretrained.backbone_weights
+    assert export.eval_data_config is preprocessing.eval_data_config
+    assert evaluation.eval_transform is preprocessing.eval_transform
+
+
+@pytest.mark.parametrize("crop, val_crop_pct", [(32, None), (64, 0.8), (128, None)])
+def test_the_validation_loader_applies_what_the_export_declares(data, crop, val_crop_pct):
+    """A custom folder's online validation (the launcher's val loader), the evaluation tools and
+    an export's ``pretrained_cfg`` preprocess an image to the same tensor."""
+    import timm
+    from PIL import Image
+
+    from effssl_plugin.data import build_val_loader
+    from effssl_plugin.evaluation import eval_transforms
+    from effssl_plugin.preprocessing import eval_data_config
+
+    overrides = ["dataset=custom_lowres", f"data.train_path={data}", f"data.val_path={data}"]
+    overrides += ["data.num_workers=0", f"augmentations.0.crop_size={crop}"]
+    if val_crop_pct is not None:
+        overrides.append(f"data.val_crop_pct={val_crop_pct}")
+    cfg = compose("effssl", overrides)
+    image = Image.open(next((data / "class1").iterdir())).convert("RGB").resize((150, 110))
+    declared = timm.data.create_transform(**eval_data_config(cfg))(image)
+    assert declared.shape == (3, crop, crop)
+    torch.testing.assert_close(build_val_loader(cfg, 2).dataset.transform(image), declared)
+    torch.testing.assert_close(eval_transforms(cfg)[1](image), declared)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "stl10", "imagenet100", "custom"])
+def test_the_export_normalises_as_solo_learns_pretraining_pipeline(dataset):
+    """The mean and std come from solo-learn's own pretraining pipeline for the dataset and
+    augmentations the run used, not from a copy of its constants."""
+    from solo.data.pretrain_dataloader import build_transform_pipeline
+
+    from effssl_plugin.preprocessing import eval_data_config
+
+    cfg = compose("effssl", [f"dataset={dataset}"])
+    if dataset == "custom":
+        cfg.augmentations[0].mean, cfg.augmentations[0].std = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]
+    normalize = build_transform_pipeline(dataset, cfg.augmentations[0]).transforms[-1]
+    config = eval_data_config(cfg)
+    assert config["mean"] == pytest.approx(tuple(normalize.mean))
+    assert config["std"] == pytest.approx(tuple(normalize.std))
+    sources = (REPO / "effssl_plugin").glob("*.py")
+    copies = [f.name for f in sources if re.search(r"0\.4914|0\.2673|0\.2470", f.read_text())]
+    assert copies == [], "solo-learn's dataset statistics copied into the package"
+
+
 def test_refusals_are_clear(tmp_path, data, capsys):
     run, _ = fake_run(tmp_path, data, "effssl", "resnet10t", low_res=True)
     (ckpt,) = run.glob("*.ckpt")
