@@ -1,7 +1,7 @@
 """Checkpoints: solo-learn's :class:`~solo.utils.checkpointer.Checkpointer` and
 :class:`~solo.utils.auto_resumer.AutoResumer` (same directory layout, ``args.json`` and
 matching rules) with what resuming safely needs, and the checks a checkpoint passes before a
-run continues it."""
+run continues it (:func:`read_checkpoint`, then :func:`~effssl_plugin.checks.check_resume`)."""
 
 from __future__ import annotations
 
@@ -20,24 +20,20 @@ from solo.utils.auto_resumer import AutoResumer
 from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
+from effssl_plugin.checks import BANK_STORAGE, CheckpointFacts, check_resume
 from effssl_plugin.errors import ConfigError
-from effssl_plugin.settings import check_bank_shape
 
 __all__ = [
     "AtomicCheckpointer",
     "NewestCheckpointResumer",
     "BANK_STORAGE",
     "check_resumable",
+    "read_checkpoint",
     "checkpoint_epoch",
     "newest_checkpoint",
     "resolve_checkpoint",
 ]
 
-#: ``checkpoint.bank``: how checkpoints store the EffSSL memory bank (``bank.*`` buffers).
-#: ``full``: as trained; ``bfloat16``: a float32 bank is stored in bfloat16 (half the bytes; on
-#: resume it is the bfloat16-rounded bank, cast back); ``none_at_end``: as trained, except the
-#: checkpoint of the last epoch, which leaves the bank out (it cannot be continued).
-BANK_STORAGE = ("full", "bfloat16", "none_at_end")
 #: Checkpoint key recording a non-default bank storage (``"bfloat16"`` or ``"omitted"``).
 BANK_STORAGE_KEY = "effssl_checkpoint_bank"
 
@@ -163,37 +159,30 @@ class AtomicCheckpointer(Checkpointer):
             checkpoint[BANK_STORAGE_KEY] = "bfloat16"
 
 
-def check_resumable(path: str, cfg: DictConfig) -> dict[str, Any]:
-    """The checkpoint at ``path`` (memory-mapped), after refusing one that ``cfg`` cannot
-    continue: made for another dataset (number of classes of the online classifier; for
-    effssl, of images, i.e. bank rows) or an EffSSL checkpoint saved without its bank
-    (``checkpoint.bank=none_at_end``; fine for a finished run, which trains nothing)."""
+def read_checkpoint(path: str) -> tuple[dict[str, Any], CheckpointFacts]:
+    """The checkpoint at ``path`` (memory-mapped) and what
+    :func:`~effssl_plugin.checks.check_resume` needs to know of it."""
     try:
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:
         raise ConfigError(f"cannot read checkpoint {path}: {err}") from None
-    epochs = int(state.get("epoch", -1)) + 1
-    if cfg.method == "effssl" and state.get(BANK_STORAGE_KEY) == "omitted":
-        if not 0 < int(cfg.max_epochs) <= epochs:
-            raise ConfigError(
-                f"the checkpoint {path} was saved without its memory bank "
-                f"(checkpoint.bank=none_at_end, after {epochs} epochs): it holds the trained "
-                "weights (also in the run's encoder/ folder) but cannot be continued; resume "
-                "from an earlier checkpoint, or start a new run (auto_resume.enabled=false)"
-            )
     weights = state.get("state_dict", {})
-    classifier = weights.get("classifier.weight")
-    if classifier is not None and classifier.shape[0] != cfg.data.num_classes:
-        raise ConfigError(
-            f"the checkpoint {path} was trained on {classifier.shape[0]} classes but "
-            f"data.train_path has {cfg.data.num_classes}: resuming on a different dataset is "
-            "refused (start a new run, e.g. with auto_resume.enabled=false)"
-        )
-    bank = weights.get("bank.weight")
-    if cfg.method == "effssl" and bank is not None:
-        kw = cfg.method_kwargs
-        run_shape = (int(kw.num_samples), int(kw.proj_output_dim))
-        check_bank_shape(tuple(bank.shape), run_shape, bool(kw.reinit_bank_on_resume), path)
+    classifier, bank = weights.get("classifier.weight"), weights.get("bank.weight")
+    facts = CheckpointFacts(
+        path=str(path),
+        epochs=int(state.get("epoch", -1)) + 1,
+        bank_omitted=state.get(BANK_STORAGE_KEY) == "omitted",
+        classifier_classes=None if classifier is None else int(classifier.shape[0]),
+        bank_shape=None if bank is None else tuple(bank.shape),
+    )
+    return state, facts
+
+
+def check_resumable(path: str, cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint at ``path`` after :func:`~effssl_plugin.checks.check_resume` refused
+    one that ``cfg`` cannot continue."""
+    state, facts = read_checkpoint(path)
+    check_resume(cfg, facts, int(cfg.data.num_classes))
     return state
 
 

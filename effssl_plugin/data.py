@@ -32,6 +32,8 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
+from effssl_plugin import checks
+from effssl_plugin.checks import FOLDER_DATASETS, FolderFacts, InputFacts
 from effssl_plugin.errors import ConfigError, DataError
 from effssl_plugin.summary import hydra_config_name
 
@@ -40,6 +42,9 @@ __all__ = [
     "build_val_loader",
     "check_dali_file_list",
     "check_data_paths",
+    "count_train_images",
+    "describe_data",
+    "describe_folder",
     "classification_transform",
     "custom_classification_transform",
     "dali_file_list",
@@ -48,12 +53,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: datasets that solo-learn reads from an ImageFolder (the others download into the path)
-FOLDER_DATASETS = ("custom", "imagenet", "imagenet100")
 #: datasets torchvision downloads into their path, and their names
 DOWNLOADED_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
-#: subfolder names of a dataset root (splits), as opposed to class folders
-SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
+#: training-set sizes of the datasets torchvision downloads whole
+TRAIN_SET_SIZES = {"cifar10": 50_000, "cifar100": 50_000}
 
 
 def read_rgb_image(path: str) -> Image.Image:
@@ -107,49 +110,69 @@ class ImageFolderWithClasses(ImageFolder):
         return list(index), index
 
 
-def _check_class_folder(key: str, path: Any) -> None:
-    """An existing, non-empty folder that is not a dataset root (``train/`` plus ``test/``)."""
+def describe_folder(path: Any) -> FolderFacts:
+    """What the filesystem holds at ``path``, for :mod:`effssl_plugin.checks`."""
     if path is None or str(path) == "":
-        raise DataError(f"{key} is not set: point it to an image folder (one subfolder per class)")
+        return FolderFacts(path="")
     p = Path(str(path))
-    if not p.exists():
-        raise DataError(f"{key}={p} does not exist")
-    if not p.is_dir() or not any(p.iterdir()):
-        raise DataError(f"{key}={p} is empty or not a folder: expected one subfolder per class")
-    names = [n for n in class_folders(path) if not n.startswith(".")]  # .ipynb_checkpoints
-    if "train" in names and len(names) >= 2 and set(names) <= set(SPLIT_NAMES):
-        val = next(n for n in SPLIT_NAMES if n != "train" and n in names)
-        raise DataError(
-            f"{key}={path} holds the split folders {', '.join(n + '/' for n in names)}, not one "
-            f"folder per class: use data.train_path={path}/train data.val_path={path}/{val}"
-        )
+    is_dir = p.is_dir()
+    return FolderFacts(
+        path=str(path),
+        exists=p.exists(),
+        is_dir=is_dir,
+        is_file=p.is_file(),
+        has_entries=is_dir and any(p.iterdir()),
+        class_names=tuple(class_folders(p)) if is_dir else (),
+    )
+
+
+def count_folder_images(path: Any) -> int:
+    """The images ImageFolder finds in ``path`` (files with an image extension under each
+    class folder, walked as torchvision walks them), without opening any."""
+    total = 0
+    for name in class_folders(path):
+        for _, _, files in os.walk(os.path.join(str(path), name), followlinks=True):
+            total += sum(f.lower().endswith(IMG_EXTENSIONS) for f in files)
+    return total
+
+
+def count_train_images(cfg: omegaconf.DictConfig, train: FolderFacts | None) -> int | None:
+    """How many images the training set will hold, where that is known without building it
+    (a labelled class folder read whole, or CIFAR); ``None`` otherwise."""
+    dataset = cfg.data.dataset
+    if float(omegaconf_select(cfg, "data.fraction", -1.0)) > 0:
+        return None
+    if dataset in TRAIN_SET_SIZES:
+        return TRAIN_SET_SIZES[dataset]
+    readable_only = omegaconf_select(cfg, "data.skip_corrupt_images", False)
+    folder_read = omegaconf_select(cfg, "data.format", "image_folder") in ("image_folder", "dali")
+    if dataset not in FOLDER_DATASETS or readable_only or not folder_read:
+        return None
+    if omegaconf_select(cfg, "data.no_labels", False) or train is None or not train.is_dir:
+        return None
+    return count_folder_images(train.path)
+
+
+def describe_data(
+    cfg: omegaconf.DictConfig, validation: bool = True, count_images: bool = False
+) -> InputFacts:
+    """The data facts of :class:`~effssl_plugin.checks.InputFacts`: the train and val folders
+    of a folder dataset and, with ``count_images``, the training-set size where it is known
+    before building."""
+    folders = omegaconf_select(cfg, "data.dataset", None) in FOLDER_DATASETS
+    train = describe_folder(omegaconf_select(cfg, "data.train_path", None)) if folders else None
+    val_path = omegaconf_select(cfg, "data.val_path", None) if validation else None
+    val = describe_folder(val_path) if folders and val_path is not None else None
+    counted = count_images and (train is not None or not folders)
+    images = count_train_images(cfg, train) if counted else None
+    return InputFacts(train=train, val=val, train_images=images)
 
 
 def check_data_paths(cfg: omegaconf.DictConfig, validation: bool = True) -> None:
     """Fails fast, naming the key, when a folder dataset's path is missing or empty, or the
-    val folder has classes the training folder lacks. CIFAR and STL-10 paths are
-    torchvision download roots and may not exist yet."""
-    if omegaconf_select(cfg, "data.dataset", None) not in FOLDER_DATASETS:
-        return
-    train_path = omegaconf_select(cfg, "data.train_path", None)
-    val_path = omegaconf_select(cfg, "data.val_path", None) if validation else None
-    if omegaconf_select(cfg, "data.format", "image_folder") == "h5":
-        for key, path in (("train_path", train_path), ("val_path", val_path)):
-            if path is not None and not Path(str(path)).is_file():
-                raise DataError(f"data.{key}={path} is not an existing h5 file")
-        return
-    _check_class_folder("data.train_path", train_path)
-    if val_path is None:
-        return
-    _check_class_folder("data.val_path", val_path)
-    extra = sorted(set(class_folders(val_path)) - set(class_folders(train_path)))
-    if extra and not omegaconf_select(cfg, "data.no_labels", False):
-        shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
-        raise DataError(
-            f"data.val_path={val_path} has {len(extra)} class folder(s) that data.train_path="
-            f"{train_path} lacks ({shown}): the online classifier knows the training classes "
-            "only; remove them from data.val_path or add them to data.train_path"
-        )
+    val folder has classes the training folder lacks (:func:`effssl_plugin.checks.check_data_paths`
+    on this filesystem)."""
+    checks.check_data_paths(cfg, describe_data(cfg, validation), validation)
 
 
 @contextmanager

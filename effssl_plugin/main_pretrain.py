@@ -56,9 +56,10 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         check_resumable,
         resolve_checkpoint,
     )
-    from effssl_plugin.config import check_global_batch, parse_pretrain_cfg
+    from effssl_plugin.checks import check_data_size, check_inputs
+    from effssl_plugin.config import describe_inputs, parse_pretrain_cfg
     from effssl_plugin.data import build_pretrain_dataset, build_val_loader, check_dali_file_list
-    from effssl_plugin.errors import ConfigError, suggest
+    from effssl_plugin.errors import ConfigError
     from effssl_plugin.export import EncoderExport
     from effssl_plugin.summary import (
         RunSummary,
@@ -68,12 +69,13 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     )
 
     register()
-    # solo-learn's parse_cfg, after checks of every key and path, scaling the learning rate by
-    # the real process count (solo-learn: len(devices), wrong for "auto", -1 or "0,1")
-    cfg = parse_pretrain_cfg(cfg)
+    # the one check pass, before anything is built: every key, path, choice and (where known
+    # without building it) the training-set size against the batch and bank
+    check_inputs(cfg, describe_inputs(cfg))
+    # solo-learn's parse_cfg, scaling the learning rate by the real process count (solo-learn:
+    # len(devices), wrong for "auto", -1 or "0,1")
+    cfg = parse_pretrain_cfg(cfg, check=False)
     seed_everything(cfg.seed, workers=True)
-    if cfg.method not in METHODS:  # solo-learn also asserts two large crops (EffSSL: one)
-        raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, METHODS)}")
 
     # pretrain data before the model and val loader (solo-learn: after): EffSSL's bank has
     # one row per training image, and the batch must fit the data before anything is built
@@ -84,7 +86,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
                 PretrainDALIDataModule,
                 build_transform_pipeline_dali,
             )
-        except ImportError as err:
+        except ImportError as err:  # checked by check_inputs; here if it broke since
             raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
         if cfg.method == "effssl":  # EffSSL's bank needs the true dataset index of each image
             cfg.dali.encode_indexes_into_labels = True
@@ -133,15 +135,11 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         train_loader = prepare_dataloader(
             train_dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
         )
-    if cfg.method == "effssl":  # EffSSL: the bank size is the training set's
-        given = omegaconf_select(cfg, "method_kwargs.num_samples", None)
-        if given is not None and given != num_samples:
-            raise ConfigError(
-                f"method_kwargs.num_samples={given} but the training set has "
-                f"{num_samples} images: leave it unset so it is derived from the data"
-            )
+    # the size checks again with the built set's size (unknown before building, or fewer
+    # images with data.skip_corrupt_images); EffSSL: the bank size is the training set's
+    check_data_size(cfg, num_samples, int(cfg.world_size))
+    if cfg.method == "effssl":
         cfg.method_kwargs.num_samples = num_samples
-    check_global_batch(cfg, num_samples)
 
     # validation dataloader; custom folders at the pretraining resolution (solo-learn: 224 px)
     val_loader = build_val_loader(cfg, batch_size=cfg.optimizer.batch_size)

@@ -1,5 +1,9 @@
 """Bad input fails fast with one clear line naming the key or path, exit status 2, and
-nothing written. One test per row of the README's error table."""
+nothing written. One test per row of the README's error table.
+
+The checks are pure functions (:mod:`effssl_plugin.checks`): most tests call the one check
+pass directly on a composed config and this filesystem's facts; a few run the launcher to show
+that it stops before anything is built or written, and the slow ones the real command line."""
 
 from __future__ import annotations
 
@@ -14,18 +18,32 @@ from conftest import REPO, TINY_EFFSSL, compose, make_image_folder, python_cmd, 
 
 require_solo()
 
+from effssl_plugin.checks import check_inputs  # noqa: E402
+from effssl_plugin.config import describe_inputs  # noqa: E402
 from effssl_plugin.errors import ConfigError, DataError, EffSSLError  # noqa: E402
 from effssl_plugin.main_pretrain import pretrain  # noqa: E402
 
 BASE = [*TINY_EFFSSL, "max_epochs=1"]
 
 
-def run_in_process(overrides: list[str], data: Path | None, val: str | None = "same"):
+def compose_run(overrides: list[str], data: Path | None, val: str | None = "same"):
+    """The config of a tiny run on ``data`` (val: the same folder, another path, or none)."""
     paths = []
     if data is not None:
         paths.append(f"data.train_path={data}")
     paths.append(f"data.val_path={data if val == 'same' else val}")
-    return pretrain(compose("effssl", [*BASE, *paths, *overrides]))
+    return compose("effssl", [*BASE, *paths, *overrides])
+
+
+def run_in_process(overrides: list[str], data: Path | None, val: str | None = "same"):
+    """The launcher, in this process."""
+    return pretrain(compose_run(overrides, data, val))
+
+
+def check(overrides: list[str], data: Path | None, val: str | None = "same") -> None:
+    """The launcher's one check pass, on this filesystem's facts."""
+    cfg = compose_run(overrides, data, val)
+    check_inputs(cfg, describe_inputs(cfg))
 
 
 CASES = [
@@ -56,18 +74,6 @@ CASES = [
         r"method_kwargs\.bank_dtype must be one of \['float32', 'float16', 'bfloat16'\]",
     ),
     (
-        "timm_name",
-        ["backbone.kwargs.model_name=resnet81"],
-        ConfigError,
-        r"backbone\.kwargs\.model_name='resnet81' is not a timm model\. Did you mean: .*resnet18",
-    ),
-    (
-        "low_res_family",
-        ["backbone.kwargs.model_name=regnetx_002"],
-        ConfigError,
-        r"backbone\.kwargs\.low_res.*regnetx_002",
-    ),
-    (
         "batch_too_large",
         ["optimizer.batch_size=19"],
         ConfigError,
@@ -94,6 +100,48 @@ CASES = [
         r"unknown key method_kwargs\.temprature for effssl\. Did you mean: temperature",
     ),
     ("unknown_method", ["method=simclrr"], ConfigError, r"method='simclrr' is unknown\. Did you"),
+    # choice typos
+    (
+        "checkpoint_bank",
+        ["checkpoint.bank=ful"],
+        ConfigError,
+        r"checkpoint\.bank must be one of \['full', 'bfloat16', 'none_at_end'\], got 'ful'",
+    ),
+    (
+        "bank_matmul",
+        ["method_kwargs.bank_matmul=fp8"],
+        ConfigError,
+        r"method_kwargs\.bank_matmul must be one of \['auto', 'float32', 'bfloat16', 'float16'\]",
+    ),
+    (
+        "data_format",
+        ["data.format=dalli"],
+        ConfigError,
+        r"data\.format must be one of \['image_folder', 'dali', 'h5'\], got 'dalli'",
+    ),
+    ("dataset", ["data.dataset=cifar11"], ConfigError, r"data\.dataset='cifar11' is not one of"),
+    (
+        "num_samples_given",
+        ["method_kwargs.num_samples=17"],
+        ConfigError,
+        r"method_kwargs\.num_samples=17 but the training set has 18 images",
+    ),
+]
+
+#: checks of the backbone builder (they need timm's models): through the launcher
+BACKBONE_CASES = [
+    (
+        "timm_name",
+        ["backbone.kwargs.model_name=resnet81"],
+        ConfigError,
+        r"backbone\.kwargs\.model_name='resnet81' is not a timm model\. Did you mean: .*resnet18",
+    ),
+    (
+        "low_res_family",
+        ["backbone.kwargs.model_name=regnetx_002"],
+        ConfigError,
+        r"backbone\.kwargs\.low_res.*regnetx_002",
+    ),
 ]
 
 
@@ -101,30 +149,61 @@ CASES = [
 def test_config_errors(case, data, workdir):
     _, overrides, error, pattern = case
     with pytest.raises(error, match=pattern):
+        check(overrides, data)
+    assert list(workdir.iterdir()) == []  # the checks write nothing
+
+
+@pytest.mark.parametrize("case", BACKBONE_CASES, ids=[c[0] for c in BACKBONE_CASES])
+def test_backbone_errors(case, data, workdir):
+    _, overrides, error, pattern = case
+    with pytest.raises(error, match=pattern):
         run_in_process(overrides, data)
     assert not (workdir / "trained_models").exists()  # nothing half-written
 
 
+def test_checkpoint_bank_typo_stops_before_the_dataset_is_built(workdir, monkeypatch):
+    """A ``checkpoint.bank`` typo is refused by the check pass, before the launcher builds
+    (here: downloads) the training set; it was found only when the checkpointer was built."""
+    import effssl_plugin.data
+
+    def no_build(cfg):
+        raise AssertionError("the dataset was built before the config was checked")
+
+    monkeypatch.setattr(effssl_plugin.data, "build_pretrain_dataset", no_build)
+    with pytest.raises(ConfigError, match=r"^checkpoint\.bank must be one of .*got 'ful'$"):
+        pretrain(compose("effssl", [*CIFAR_BASE, "checkpoint.bank=ful"]))
+    assert list(workdir.iterdir()) == []  # no ./datasets download folder
+
+
+def test_config_error_stops_the_launcher_before_anything_is_written(data, workdir):
+    """One ConfigError and one DataError through the launcher: nothing is written."""
+    with pytest.raises(ConfigError, match=r"optimizer\.batch_size=19 x 1 process\(es\)"):
+        run_in_process(["optimizer.batch_size=19"], data)
+    with pytest.raises(DataError, match=r"data\.val_path=.*/noval does not exist"):
+        run_in_process([], data, val=str(workdir.parent / "noval"))
+    assert list(workdir.iterdir()) == []
+
+
 def test_missing_train_path(tmp_path, workdir):
     with pytest.raises(DataError, match=rf"data\.train_path={tmp_path}/nope does not exist"):
-        run_in_process([], tmp_path / "nope", val=None)
+        check([], tmp_path / "nope", val=None)
     assert not (workdir / "trained_models").exists()
 
 
 def test_unset_train_path(workdir):
     with pytest.raises(ConfigError, match=r"data\.train_path is missing"):
-        run_in_process([], None, val=None)
+        check([], None, val=None)
 
 
 def test_empty_train_path(tmp_path, workdir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"data\.train_path=.*empty is empty or not a folder"):
-        run_in_process([], tmp_path / "empty", val=None)
+        check([], tmp_path / "empty", val=None)
 
 
 def test_missing_val_path_when_validation_is_on(data, tmp_path, workdir):
     with pytest.raises(DataError, match=r"data\.val_path=.*/noval does not exist"):
-        run_in_process([], data, val=str(tmp_path / "noval"))
+        check([], data, val=str(tmp_path / "noval"))
     assert not (workdir / "trained_models").exists()
 
 
@@ -156,14 +235,33 @@ def test_resume_with_a_different_dataset_size_is_refused_unless_asked(data, tmp_
     assert state["bank.weight"].shape[0] == 21 and (state["bank.last_write"] >= 0).all()
 
 
-def test_resume_with_other_classes_is_refused(data, tmp_path, workdir):
-    run_in_process([], data)
-    other = tmp_path / "other"
-    shutil.copytree(data, other)
-    shutil.move(str(other / "class2"), str(other / "class3"))
-    make_image_folder(other, classes=3, per_class=6)  # class0..2 again: 4 classes, 24 images
+def _resume_cfg(overrides: list[str]):
+    """A parsed-like effssl config of 18 images in 3 classes, bank 18 x 16."""
+    return compose("effssl", [*BASE, "method_kwargs.num_samples=18", *overrides])
+
+
+def test_resume_with_other_classes_is_refused():
+    from effssl_plugin.checks import CheckpointFacts, check_resume
+
+    ckpt = CheckpointFacts("run/a.ckpt", epochs=1, classifier_classes=3, bank_shape=(24, 16))
+    cfg = _resume_cfg(["method_kwargs.reinit_bank_on_resume=true"])
     with pytest.raises(ConfigError, match=r"trained on 3 classes but data\.train_path has 4"):
-        run_in_process(["method_kwargs.reinit_bank_on_resume=true"], other)
+        check_resume(cfg, ckpt, num_classes=4)
+    check_resume(cfg, ckpt, num_classes=3)  # same classes, bank re-initialised
+
+
+def test_resume_decision_on_the_bank():
+    from effssl_plugin.checks import CheckpointFacts, check_resume
+
+    cfg = _resume_cfg(["max_epochs=3"])
+    ckpt = CheckpointFacts("run/a.ckpt", epochs=1, classifier_classes=3, bank_shape=(21, 16))
+    with pytest.raises(ConfigError, match=r"memory bank is 21 x 16 but this run's is 18 x 16"):
+        check_resume(cfg, ckpt, num_classes=3)
+    check_resume(_resume_cfg(["method_kwargs.reinit_bank_on_resume=true"]), ckpt, 3)
+    omitted = CheckpointFacts("run/a.ckpt", epochs=1, bank_omitted=True)
+    with pytest.raises(ConfigError, match=r"saved without its memory bank .* after 1 epochs"):
+        check_resume(cfg, omitted, num_classes=3)
+    check_resume(_resume_cfg(["max_epochs=1"]), omitted, 3)  # finished: nothing to continue
 
 
 def test_corrupt_image_names_the_file_and_skip_flag_skips_it(data, workdir, caplog):
@@ -279,7 +377,7 @@ NUMERIC_CASES = [
 def test_numeric_keys_and_stopping_condition(case, data, workdir):
     _, overrides, message = case
     with pytest.raises(ConfigError) as err:
-        run_in_process(overrides, data)
+        check(overrides, data)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (workdir / "trained_models").exists()
 
@@ -309,7 +407,7 @@ def test_max_epochs_minus_one_is_accepted_with_max_steps_and_no_epoch_scheduler(
 def test_val_class_missing_from_train_is_named(data, tmp_path, workdir):
     val = make_image_folder(tmp_path / "val", classes=4, per_class=2)  # class0..class3
     with pytest.raises(DataError) as err:
-        run_in_process([], data, val=str(val))
+        check([], data, val=str(val))
     message = str(err.value)
     assert f"data.val_path={val} has 1 class folder(s) that data.train_path={data} lacks" in message
     assert "(class3)" in message
@@ -322,7 +420,7 @@ def test_dali_without_nvidia_dali_is_one_line(data, workdir, monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # import nvidia.dali fails
     monkeypatch.delitem(sys.modules, "solo.data.dali_dataloader", raising=False)
     with pytest.raises(ConfigError, match=r"^data\.format=dali needs NVIDIA DALI: .*nvidia"):
-        run_in_process(["data.format=dali"], data, val=None)
+        check(["data.format=dali"], data, val=None)
     assert list(workdir.iterdir()) == []
 
 
@@ -332,7 +430,7 @@ def test_dataset_root_as_train_path_is_refused(val_name, tmp_path, workdir):
     make_image_folder(root / "train", classes=3, per_class=6)
     make_image_folder(root / val_name, classes=3, per_class=2)
     with pytest.raises(DataError) as err:
-        run_in_process([], root, val=None)
+        check([], root, val=None)
     shown = ", ".join(sorted(["train/", f"{val_name}/"]))
     assert str(err.value) == (
         f"data.train_path={root} holds the split folders {shown}, not one folder per class: "
@@ -348,7 +446,7 @@ def test_dataset_root_as_val_path_is_refused(data, tmp_path, workdir):
     with pytest.raises(
         DataError, match=r"data\.val_path=.*root holds the split folders test/, train/"
     ):
-        run_in_process([], data, val=str(root))
+        check([], data, val=str(root))
 
 
 def test_a_class_named_train_is_not_a_dataset_root(tmp_path, workdir, monkeypatch):
