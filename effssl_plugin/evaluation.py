@@ -12,12 +12,13 @@ from pathlib import Path
 import omegaconf
 import torch
 import torch.nn as nn
-from solo.data.classification_dataloader import prepare_transforms
-from torch.utils.data import DataLoader
+from solo.data.classification_dataloader import prepare_datasets, prepare_transforms
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
 
 from effssl_plugin.checkpointing import resolve_checkpoint
+from effssl_plugin.data import read_rgb_image
 from effssl_plugin.errors import ConfigError
 from effssl_plugin.export import ENCODER_DIR, create_encoder, encoder_run_config
 from effssl_plugin.export import is_encoder_folder as is_export
@@ -29,6 +30,7 @@ __all__ = [
     "build_backbone",
     "load_backbone_weights",
     "eval_transforms",
+    "eval_datasets",
     "extract_features",
     "load_pretrained_backbone",
 ]
@@ -81,6 +83,27 @@ def eval_transforms(cfg: omegaconf.DictConfig) -> tuple[Callable, Callable]:
         ]
     )
     return train, val
+
+
+def eval_datasets(
+    cfg: omegaconf.DictConfig, t_train: Callable, t_val: Callable, data_fraction: float = -1.0
+) -> tuple[Dataset, Dataset]:
+    """solo-learn's labelled datasets of ``data.train_path`` and ``data.val_path`` (a DALI run's
+    folders read as image folders), images read by :func:`~effssl_plugin.data.read_rgb_image`
+    (an unreadable file is named in a one-line error)."""
+    train_set, val_set = prepare_datasets(
+        cfg.data.dataset,
+        t_train,
+        t_val,
+        train_data_path=cfg.data.train_path,
+        val_data_path=cfg.data.val_path,
+        data_format="image_folder" if cfg.data.format == "dali" else cfg.data.format,
+        data_fraction=data_fraction,
+    )
+    for dataset in (train_set, val_set):
+        if hasattr(dataset, "loader"):
+            dataset.loader = read_rgb_image
+    return train_set, val_set
 
 
 @torch.no_grad()

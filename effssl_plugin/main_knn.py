@@ -46,10 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_knn(args: argparse.Namespace) -> list[dict]:
     """Extracts features once, then evaluates every (distance, k, T) combination."""
-    from solo.data.classification_dataloader import prepare_datasets
-
     from effssl_plugin.data import check_data_paths
     from effssl_plugin.evaluation import (
+        eval_datasets,
         eval_transforms,
         extract_features,
         load_pretrained_backbone,
@@ -66,15 +65,7 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
         raise EffSSLError("no query set: pass --val-path (the run had data.val_path=null)")
 
     _, transform = eval_transforms(cfg)
-    fmt = "image_folder" if cfg.data.format == "dali" else cfg.data.format
-    train_set, val_set = prepare_datasets(
-        cfg.data.dataset,
-        T_train=transform,
-        T_val=transform,
-        train_data_path=cfg.data.train_path,
-        val_data_path=cfg.data.val_path,
-        data_format=fmt,
-    )
+    train_set, val_set = eval_datasets(cfg, transform, transform)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
@@ -112,7 +103,7 @@ def run_knn(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``effssl-knn``)."""
-    from effssl_plugin import import_solo_quietly
+    from effssl_plugin.solo_compat import import_solo_quietly
 
     args = parse_args(argv)
     import_solo_quietly()  # solo-learn's and timm's import warnings stay off the console

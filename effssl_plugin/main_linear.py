@@ -47,15 +47,15 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger
     from solo.args.linear import parse_cfg as solo_parse_linear_cfg
-    from solo.data.classification_dataloader import prepare_dataloaders, prepare_datasets
+    from solo.data.classification_dataloader import prepare_dataloaders
     from solo.methods.linear import LinearModel
     from solo.utils.misc import make_contiguous
 
-    from effssl_plugin import register
     from effssl_plugin.checkpointing import AtomicCheckpointer
     from effssl_plugin.config import parse_with_real_devices, resolve_auto_machine
-    from effssl_plugin.data import check_data_paths, read_rgb_image
-    from effssl_plugin.evaluation import eval_transforms, load_pretrained_backbone
+    from effssl_plugin.data import check_data_paths
+    from effssl_plugin.evaluation import eval_datasets, eval_transforms, load_pretrained_backbone
+    from effssl_plugin.solo_compat import register
 
     register()
     OmegaConf.set_struct(cfg, False)
@@ -73,19 +73,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
     if not cfg.performance.disable_channel_last:
         model = model.to(memory_format=torch.channels_last)
 
-    t_train, t_val = eval_transforms(cfg)
-    train_set, val_set = prepare_datasets(
-        cfg.data.dataset,
-        t_train,
-        t_val,
-        train_data_path=cfg.data.train_path,
-        val_data_path=cfg.data.val_path,
-        data_format="image_folder" if cfg.data.format == "dali" else cfg.data.format,
-        data_fraction=cfg.data.fraction,
-    )
-    for ds in (train_set, val_set):
-        if hasattr(ds, "loader"):
-            ds.loader = read_rgb_image
+    train_set, val_set = eval_datasets(cfg, *eval_transforms(cfg), cfg.data.fraction)
     train_loader, val_loader = prepare_dataloaders(
         train_set, val_set, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
     )

@@ -231,6 +231,23 @@ def test_the_export_normalises_as_solo_learns_pretraining_pipeline(dataset):
     assert copies == [], "solo-learn's dataset statistics copied into the package"
 
 
+def test_knn_names_an_unreadable_image_as_the_linear_probe_does(tmp_path, data):
+    """effssl-knn and effssl-linear read their images through one dataset builder
+    (:func:`effssl_plugin.evaluation.eval_datasets`): a broken file is named in one line."""
+    import shutil
+
+    from effssl_plugin.errors import DataError
+    from effssl_plugin.main_knn import parse_args, run_knn
+
+    run, _ = fake_run(tmp_path, data, "effssl", "resnet10t", low_res=True)
+    queries = tmp_path / "queries"
+    shutil.copytree(data, queries)
+    (queries / "class1" / "broken.png").write_bytes(b"not an image")
+    args = [str(run), "--val-path", str(queries), "--num-workers", "0", "--device", "cpu"]
+    with pytest.raises(DataError, match=r"cannot read image file .*broken\.png"):
+        run_knn(parse_args(args))
+
+
 def test_refusals_are_clear(tmp_path, data, capsys):
     run, _ = fake_run(tmp_path, data, "effssl", "resnet10t", low_res=True)
     (ckpt,) = run.glob("*.ckpt")
