@@ -219,10 +219,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _args_record(args_json: Path) -> dict[str, Any]:
-    if not args_json.is_file():
-        return {"args_json": None, "args_sha256": None}
-    return {"args_json": str(args_json.resolve()), "args_sha256": _sha256(args_json)}
+def _training_record(
+    cfg: DictConfig, epochs: int | None, global_step: int | None, source: str, args_json: Path
+) -> dict[str, Any]:
+    """How the encoder was trained (``config.json["effssl"]``): the run's method, data and
+    schedule, where the weights come from, and the run's ``args.json`` with its SHA-256."""
+    found = args_json.is_file()
+    return {
+        "method": str(cfg.method),
+        "dataset": str(cfg.data.dataset),
+        "train_path": str(_select(cfg, "data.train_path", "")),
+        "epochs": epochs,
+        "max_epochs": _select(cfg, "max_epochs"),
+        "global_step": global_step,
+        "source": source,
+        "args_json": str(args_json.resolve()) if found else None,
+        "args_sha256": _sha256(args_json) if found else None,
+    }
 
 
 def _load_checkpoint_state(ckpt: Path) -> dict[str, Any]:
@@ -255,16 +268,9 @@ def export_encoder(source: str | Path, out_dir: str | Path) -> Path:
     if not weights:
         raise ExportError(f"{ckpt} holds no backbone weights (no state_dict['backbone.*'] keys)")
     epoch = state.get("epoch")
-    record = {
-        "method": str(cfg.method),
-        "dataset": str(cfg.data.dataset),
-        "train_path": str(_select(cfg, "data.train_path", "")),
-        "epochs": None if epoch is None else int(epoch) + 1,
-        "max_epochs": _select(cfg, "max_epochs"),
-        "global_step": state.get("global_step"),
-        "source": str(ckpt.resolve()),
-        **_args_record(ckpt.parent / "args.json"),
-    }
+    epochs = None if epoch is None else int(epoch) + 1
+    source, args_json = str(ckpt.resolve()), ckpt.parent / "args.json"
+    record = _training_record(cfg, epochs, state.get("global_step"), source, args_json)
     return export_backbone(weights, cfg, out_dir, record)
 
 
@@ -289,16 +295,13 @@ class EncoderExport(Callback):
                 self.cfg.backbone.name,
             )
             return
-        record = {
-            "method": str(self.cfg.method),
-            "dataset": str(self.cfg.data.dataset),
-            "train_path": str(_select(self.cfg, "data.train_path", "")),
-            "epochs": int(trainer.current_epoch),
-            "max_epochs": _select(self.cfg, "max_epochs"),
-            "global_step": int(trainer.global_step),
-            "source": f"end of training, run directory {self.run_dir.resolve()}",
-            **_args_record(self.run_dir / "args.json"),
-        }
+        record = _training_record(
+            self.cfg,
+            int(trainer.current_epoch),
+            int(trainer.global_step),
+            f"end of training, run directory {self.run_dir.resolve()}",
+            self.run_dir / "args.json",
+        )
         out = self.run_dir / ENCODER_DIR
         export_backbone(pl_module.backbone.state_dict(), self.cfg, out, record)
         print(f"Encoder exported to {out} (load: effssl_plugin.create_encoder({str(out)!r}))")
