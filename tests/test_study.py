@@ -1,5 +1,6 @@
-"""The evidence-study runner (benchmarks/study.py): resumable bookkeeping and the report
-rebuilt from whatever finished, on synthetic results (no training)."""
+"""The evidence study (benchmarks/study.py, the command line over the benchmarks/evidence/
+package): resumable bookkeeping and the report rebuilt from whatever finished, on synthetic
+results (no training); one slow end-to-end run of the launcher worker."""
 
 from __future__ import annotations
 
@@ -704,6 +705,17 @@ def test_the_golden_trajectory_runs_the_tests_tiny_run_without_importing_tests(t
     ]
     expected = tiny_overrides(tmp_path / "data", 2, 50, 100, *extra)
     assert golden_trajectory.trajectory_overrides("ema", tmp_path / "data", tmp_path) == expected
+
+
+def test_the_study_tools_functions_stay_short():
+    import ast
+
+    paths = [REPO / "benchmarks" / "study.py", *(REPO / "benchmarks" / "evidence").glob("*.py")]
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.name}: {node.name} has {length} lines"
 
 
 def test_no_benchmark_imports_tests_or_the_study_script():
