@@ -770,3 +770,79 @@ def test_a_launcher_run_pauses_after_its_epoch_and_resumes_to_the_end(tmp_path, 
     assert len((run_dir / "starts.log").read_text().splitlines()) == 4  # 2 starts, 2 lines each
     args = make_args(out, epochs=2, eval_epochs=[1, 2])
     assert ev_runs.finished(args, "effssl", "default", 0)
+
+
+#: a stand-in for the official ``main.py``: the functions and class the harness calls, with
+#: a plain instance-discrimination step against the bank (not the official method)
+FAKE_OFFICIAL_MAIN = """
+import logging
+import torch
+import torch.nn.functional as F
+
+
+class FeatCLS(torch.nn.Module):
+    def __init__(self, base_encoder, args):
+        super().__init__()
+        self.encoder_q = base_encoder()
+        self.encoder_q.fc = torch.nn.Linear(self.encoder_q.backbone.num_features, args.dim)
+
+    def forward(self, x):
+        return F.normalize(self.encoder_q(x), dim=1)
+
+
+def update_feature(center, output, index, momentum=0.5):
+    with torch.no_grad():
+        center[index] = momentum * center[index] + (1 - momentum) * output.detach()
+
+
+def adjust_learning_rate(optimizer, epoch, args):
+    for group in optimizer.param_groups:
+        group["lr"] = args.lr
+
+
+def train(loader, model, criterion, optimizer, epoch, args, logger, center):
+    for images, index in loader:
+        out = model(images)
+        loss = criterion(out @ center.t() / args.moco_t, index)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        update_feature(center, out, index, args.moco_m)
+        logger.info("epoch %d loss %.4f", epoch, loss.item())
+
+
+def construct_logger(name, save_dir):
+    return logging.getLogger(name)
+"""
+
+
+@pytest.mark.slow
+def test_the_official_harness_checkpoints_pauses_and_resumes(tmp_path, cifar300):
+    """The official worker's plumbing end to end, with a stand-in for the official code:
+    calibration, kNN at both epochs, its checkpoint, ``PAUSE`` after epoch 1, resume."""
+    data, out, src = tmp_path / "cifar", tmp_path / "out", tmp_path / "official"
+    for folder in (data, out, src):
+        folder.mkdir()
+    (data / "train").symlink_to(cifar300)
+    (data / "test").symlink_to(cifar300)
+    (src / "main.py").write_text(FAKE_OFFICIAL_MAIN)
+    argv = ["--worker", "--method", "official", "--seed", "0", "--official-src", str(src)]
+    argv += ["--epochs", "2", "--eval-epochs", "1", "2", "--fraction", "1", "--model"]
+    argv += ["resnet10t", "--batch", "50", "--workers", "0", "--threads", "1"]
+    argv += ["--data-dir", str(data), "--out", str(out)]
+    cmd = [sys.executable, str(REPO / "benchmarks" / "study.py"), *argv]
+    run_dir = out / "runs" / ev_runs.run_name("official", "default", 0)
+    (out / "PAUSE").touch()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [int(r["epoch"]) for r in ev_runs.EvalLog(run_dir).rows()] == [1]
+    assert (run_dir / "official.pt").exists()
+    (out / "PAUSE").unlink()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[official] resumed at epoch 1" in proc.stdout
+    rows = ev_runs.EvalLog(run_dir).rows()
+    assert [int(r["steps"]) for r in rows] == [6, 12]  # 300 images, batch 50, drop_last
+    assert float(rows[1]["train_s"]) > float(rows[0]["train_s"]) > 0
+    assert "channels_last" in (run_dir / "patches.txt").read_text()
+    assert ev_runs.finished(make_args(out, epochs=2), "official", "default", 0)

@@ -112,8 +112,8 @@ def official_encoder(model_name: str) -> type:
 
 
 def indexed_dataset(args, train_dir: Path, fraction: float):
-    """(dataset of (image, index), as the official ``CIFAR10_ID``; our config): our data
-    pipeline, from the same config the launcher builds for effssl."""
+    """(our training data as (image, index) pairs, as the official ``CIFAR10_ID`` gives them;
+    the config): our data pipeline, from the same config the launcher builds for effssl."""
     import torch
     from hydra import compose, initialize_config_module
 
@@ -214,7 +214,7 @@ def calibrate(official, model, center, loader) -> None:
             official.update_feature(center, output, labels, momentum=0)
 
 
-def evaluate(args, run_dir: Path, model, sets, epoch: int, train_s: float, steps: int) -> None:
+def evaluate(run_dir: Path, model, sets, epoch: int, train_s: float, steps: int) -> None:
     """The kNN after ``epoch`` epochs, into ``evals.csv``."""
     top1, top5 = knn_eval(model.encoder_q.backbone, sets)
     EvalLog(run_dir).add(
@@ -276,7 +276,7 @@ def official_worker(args) -> None:
         log.add_time(epoch + 1, train_s)
         save_state(ckpt, model, optimizer, center, epoch + 1)
         if epoch + 1 in set(args.eval_epochs):
-            evaluate(args, run_dir, model, sets, epoch + 1, train_s, (epoch + 1) * len(loader))
+            evaluate(run_dir, model, sets, epoch + 1, train_s, (epoch + 1) * len(loader))
         if paused(args.out) or epoch + 1 >= last_epoch(args):
             return
         t0 = time.perf_counter()
