@@ -61,8 +61,12 @@ def fresh_venv_state() -> dict:
     """What ``python3 -m venv`` installs with this Python: ensurepip's bundled packages."""
     import ensurepip
 
-    bundled = ensurepip._get_packages()  # {"pip": ..., "setuptools": ...} on 3.11
-    setuptools = bundled["setuptools"].version if "setuptools" in bundled else None
+    if hasattr(ensurepip, "_get_packages"):  # 3.11: {"pip": ..., "setuptools": ...}
+        bundled = {name: p.version for name, p in ensurepip._get_packages().items()}
+    else:  # the wheels that ensurepip installs
+        wheels = (Path(ensurepip.__file__).parent / "_bundled").glob("*.whl")
+        bundled = dict(w.name.split("-")[:2] for w in wheels)
+    setuptools = bundled.get("setuptools")
     return {"setuptools": setuptools, "wheel": False, "installed": {}}
 
 
