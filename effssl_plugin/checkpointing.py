@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,16 @@ from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
 from effssl_plugin.checks import BANK_STORAGE, CheckpointFacts, check_resume
+from effssl_plugin.cli import RUN_ID_ENV, new_run_id
 from effssl_plugin.errors import ConfigError
+from effssl_plugin.run_layout import (
+    ARGS_FILE,
+    checkpoint_epoch,
+    checkpoint_name_pattern,
+    newest_checkpoint,
+    oldest_first,
+    run_directory,
+)
 
 __all__ = [
     "AtomicCheckpointer",
@@ -29,6 +36,7 @@ __all__ = [
     "BANK_STORAGE",
     "check_resumable",
     "read_checkpoint",
+    "resolve_resume",
     "checkpoint_epoch",
     "newest_checkpoint",
     "resolve_checkpoint",
@@ -36,23 +44,6 @@ __all__ = [
 
 #: Checkpoint key recording a non-default bank storage (``"bfloat16"`` or ``"omitted"``).
 BANK_STORAGE_KEY = "effssl_checkpoint_bank"
-
-
-def checkpoint_epoch(path: str | Path) -> int:
-    """The epoch in a ``...-ep=N.ckpt`` file name (-1 if absent)."""
-    match = re.search(r"-ep=(\d+)\.ckpt$", str(path))
-    return int(match.group(1)) if match else -1
-
-
-def _oldest_first(ckpts: Iterable[Path]) -> list[Path]:
-    """By the epoch in the name (a newer mtime never beats a higher epoch), then by mtime."""
-    return sorted(ckpts, key=lambda p: (checkpoint_epoch(p), p.stat().st_mtime))
-
-
-def newest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The highest-epoch ``.ckpt`` in ``run_dir`` (never an unfinished ``.ckpt.tmp``), or None."""
-    ckpts = _oldest_first(Path(run_dir).glob("*.ckpt"))
-    return ckpts[-1] if ckpts else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -114,7 +105,7 @@ class AtomicCheckpointer(Checkpointer):
 
     def initial_setup(self, trainer: pl.Trainer) -> None:
         self.path = self.logdir / self.run_id
-        self.ckpt_placeholder = f"{self.cfg.name}-{self.run_id}" + "-ep={}.ckpt"
+        self.ckpt_placeholder = checkpoint_name_pattern(self.cfg.name, self.run_id)
         self.last_ckpt = None
         if trainer.is_global_zero:
             os.makedirs(self.path, exist_ok=True)
@@ -128,7 +119,7 @@ class AtomicCheckpointer(Checkpointer):
         if trainer.is_global_zero:
             os.replace(tmp, final)
             if not self.keep_prev:
-                for old in _oldest_first(self.path.glob("*.ckpt"))[: -self.keep_last]:
+                for old in oldest_first(self.path.glob("*.ckpt"))[: -self.keep_last]:
                     old.unlink(missing_ok=True)
         trainer.strategy.barrier("effssl_checkpoint_rename")
         self.last_ckpt = final
@@ -186,6 +177,32 @@ def check_resumable(path: str, cfg: DictConfig) -> dict[str, Any]:
     return state
 
 
+def resolve_resume(cfg: DictConfig) -> tuple[str | None, Path]:
+    """The checkpoint a run continues (or ``None``) and its run directory. As solo-learn:
+    ``resume_from_checkpoint`` (here also a run directory: its newest epoch), else the
+    newest matching run of ``auto_resume``; a resumed run continues in its own directory, a
+    DDP worker in rank 0's, a new run in a new one."""
+    ckpt_path, run_id = None, None
+    if cfg.resume_from_checkpoint is not None:
+        try:
+            ckpt_path = str(resolve_checkpoint(cfg.resume_from_checkpoint))
+        except ConfigError as err:
+            raise ConfigError(f"resume_from_checkpoint: {err}") from None
+        run_id = Path(ckpt_path).parent.name
+        del cfg.resume_from_checkpoint
+        print(f"Resuming from checkpoint '{ckpt_path}'")
+    elif cfg.auto_resume.enabled:
+        resumer = NewestCheckpointResumer(
+            Path(cfg.checkpoint.dir) / cfg.method, max_hours=cfg.auto_resume.max_hours
+        )
+        ckpt_path, run_id = resumer.find_checkpoint(cfg)
+        if ckpt_path is not None:
+            print(f"Resuming from previous checkpoint that matches specifications: '{ckpt_path}'")
+    if run_id is None and os.environ.get("LOCAL_RANK", "0") != "0":
+        run_id = os.environ.get(RUN_ID_ENV)  # a DDP worker: rank 0's directory
+    return ckpt_path, run_directory(cfg.checkpoint.dir, cfg.method, run_id or new_run_id())
+
+
 class NewestCheckpointResumer(AutoResumer):
     """solo-learn's AutoResumer (same ``SHOULD_MATCH`` keys and age limit), except that it
     takes each run directory's newest checkpoint (:func:`newest_checkpoint`), not any
@@ -195,13 +212,13 @@ class NewestCheckpointResumer(AutoResumer):
         now, candidates = datetime.now(), []
         for rootdir, _, _ in os.walk(self.checkpoint_dir):
             ckpt = newest_checkpoint(rootdir)
-            if ckpt is None or not (Path(rootdir) / "args.json").exists():
+            if ckpt is None or not (Path(rootdir) / ARGS_FILE).exists():
                 continue
             created = datetime.fromtimestamp(ckpt.stat().st_mtime)
             if now - created < self.max_hours:
                 candidates.append((created, ckpt))
         for _, ckpt in sorted(candidates, key=lambda c: c[0], reverse=True):
-            saved = DictConfig(json.loads((ckpt.parent / "args.json").read_text()))
+            saved = DictConfig(json.loads((ckpt.parent / ARGS_FILE).read_text()))
             if all(
                 omegaconf_select(saved, key, None) == omegaconf_select(cfg, key, None)
                 for key in AutoResumer.SHOULD_MATCH

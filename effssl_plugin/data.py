@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -22,9 +23,10 @@ from solo.data.pretrain_dataloader import (
     FullTransformPipeline,
     NCropAugmentation,
     build_transform_pipeline,
+    prepare_dataloader,
     prepare_datasets,
 )
-from solo.utils.misc import omegaconf_select
+from solo.utils.misc import compute_dataset_size, omegaconf_select
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -34,10 +36,12 @@ from tqdm.auto import tqdm
 
 from effssl_plugin import checks
 from effssl_plugin.checks import FOLDER_DATASETS, FolderFacts, InputFacts
+from effssl_plugin.cli import hydra_config_name
 from effssl_plugin.errors import ConfigError, DataError
-from effssl_plugin.summary import hydra_config_name
 
 __all__ = [
+    "PretrainData",
+    "build_pretrain_data",
     "build_pretrain_dataset",
     "build_val_loader",
     "check_dali_file_list",
@@ -240,6 +244,84 @@ def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
     if len(dataset) == 0:
         raise DataError(f"data.train_path={cfg.data.train_path} holds no images")
     return dataset
+
+
+@dataclass
+class PretrainData:
+    """The training data of a run: a DataLoader (image folders, h5) or a DALI datamodule, the
+    number of training images (EffSSL's bank rows) and EffSSL's calibration dataset (DALI:
+    an ImageFolder of the same files; ``None``: the training dataset)."""
+
+    num_samples: int
+    train_loader: DataLoader | None = None
+    datamodule: Any = None
+    calibration: Dataset | None = None
+
+    def fit_kwargs(self, val_loader: DataLoader | None) -> dict[str, Any]:
+        """``Trainer.fit``'s data arguments, with ``val_loader`` (or no validation)."""
+        if self.datamodule is None:
+            return {"train_dataloaders": self.train_loader, "val_dataloaders": val_loader}
+        if val_loader is not None:  # else no val_dataloader at all: Lightning refuses None
+            self.datamodule.val_dataloader = lambda: val_loader
+        return {"datamodule": self.datamodule}
+
+
+def build_pretrain_data(cfg: omegaconf.DictConfig) -> PretrainData:
+    """solo-learn's pretraining data: its DataLoader (paths checked, unreadable images named
+    or skipped), or with ``data.format=dali`` its DALI datamodule; for EffSSL with DALI, the
+    sample indexes as labels and a calibration ImageFolder listing the same files (refused
+    before anything is built where the two lists differ)."""
+    if cfg.data.format != "dali":
+        dataset = build_pretrain_dataset(cfg)
+        loader = prepare_dataloader(
+            dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
+        )
+        return PretrainData(num_samples=len(dataset), train_loader=loader)
+    try:
+        from solo.data.dali_dataloader import (
+            PretrainDALIDataModule,
+            build_transform_pipeline_dali,
+        )
+    except ImportError as err:  # checked before; here if it broke since
+        raise ConfigError(f"data.format=dali needs NVIDIA DALI: {err}") from None
+    calibration = None
+    if cfg.method == "effssl":  # EffSSL's bank needs the true dataset index of each image
+        cfg.dali.encode_indexes_into_labels = True
+        calibration = build_pretrain_dataset(cfg)
+        check_dali_file_list(cfg, calibration)
+    transform = FullTransformPipeline(
+        [
+            NCropAugmentation(
+                build_transform_pipeline_dali(cfg.data.dataset, aug, dali_device=cfg.dali.device),
+                aug.num_crops,
+            )
+            for aug in cfg.augmentations
+        ]
+    )
+    datamodule = PretrainDALIDataModule(
+        dataset=cfg.data.dataset,
+        train_data_path=cfg.data.train_path,
+        transforms=transform,
+        num_large_crops=cfg.data.num_large_crops,
+        num_small_crops=cfg.data.num_small_crops,
+        num_workers=cfg.data.num_workers,
+        batch_size=cfg.optimizer.batch_size,
+        no_labels=cfg.data.no_labels,
+        data_fraction=cfg.data.fraction,
+        dali_device=cfg.dali.device,
+        encode_indexes_into_labels=cfg.dali.encode_indexes_into_labels,
+    )
+    if calibration is not None:
+        num_samples = len(calibration)
+    else:
+        num_samples = compute_dataset_size(
+            dataset=cfg.data.dataset,
+            data_path=cfg.data.train_path,
+            data_format="image_folder",
+            no_labels=cfg.data.no_labels,
+            data_fraction=cfg.data.fraction,
+        )
+    return PretrainData(num_samples, datamodule=datamodule, calibration=calibration)
 
 
 def dali_file_list(

@@ -5,16 +5,16 @@ started again, that there is nothing left to train and how to continue it."""
 from __future__ import annotations
 
 import datetime
-import shlex
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
 
-from effssl_plugin.checkpointing import newest_checkpoint
+from effssl_plugin.cli import hydra_config_name, relaunch_command
+from effssl_plugin.run_layout import newest_checkpoint
 
 __all__ = [
     "RunSummary",
@@ -22,6 +22,7 @@ __all__ = [
     "finished_message",
     "hydra_config_name",
     "relaunch_command",
+    "report_if_finished",
 ]
 
 #: validation metrics the summary reports (when logged)
@@ -31,9 +32,11 @@ SUMMARY_METRICS = ("val_knn_acc1", "val_acc1")
 class RunSummary(Callback):
     """Records the final and best value (with its epoch) of :data:`SUMMARY_METRICS` after
     each validation, and the training wall time; its state travels in the checkpoints,
-    so a resumed run's summary covers every session."""
+    so a resumed run's summary covers every session. At the end of ``fit``, rank 0 prints
+    the summary of the run in ``run_dir`` (none without ``run_dir``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: Path | None = None, max_epochs: int = -1) -> None:
+        self.run_dir, self.max_epochs = run_dir, max_epochs
         self.final: dict[str, float] = {}
         self.best: dict[str, list[float]] = {}  # name -> [value, epoch (1-based)]
         self.earlier_seconds = 0.0  # wall time of earlier sessions, up to their checkpoint
@@ -56,6 +59,11 @@ class RunSummary(Callback):
             self.final[name] = value
             if name not in self.best or value > self.best[name][0]:
                 self.best[name] = [value, trainer.current_epoch + 1]
+
+    def on_fit_end(self, trainer: pl.Trainer, _: pl.LightningModule) -> None:
+        if self.run_dir is not None and trainer.is_global_zero:
+            state, epochs = self.state_dict(), trainer.current_epoch
+            print(format_summary(self.run_dir, epochs, self.max_epochs, state, self.seconds()))
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values only: checkpoints load with ``weights_only=True``."""
@@ -110,6 +118,31 @@ def format_summary(
     return "\n".join(lines)
 
 
+def report_if_finished(cfg: DictConfig, run_dir: Path, state: dict[str, Any]) -> bool:
+    """Whether the checkpoint ``state`` of ``run_dir`` has reached ``max_epochs`` or
+    ``max_steps`` (Lightning would run a sanity check and stop); if so, rank 0 prints that
+    there is nothing to train, how to continue, and the run's summary."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    epochs, steps = int(state.get("epoch", -1)) + 1, int(state.get("global_step", 0))
+    max_steps = int(cfg.get("max_steps", -1) or -1)
+    if 0 < cfg.max_epochs <= epochs:
+        reached, key, limit = f"epoch {epochs}", "max_epochs", int(cfg.max_epochs)
+    elif 0 < max_steps <= steps:
+        reached, key, limit = f"step {steps}", "max_steps", max_steps
+    else:
+        return False
+    if rank_zero_only.rank == 0:
+        command = relaunch_command(drop=(key, "resume_from_checkpoint"))
+        # effssl without its bank (checkpoint.bank=none_at_end) cannot be continued
+        weights = state.get("state_dict", {})
+        can_continue = cfg.method != "effssl" or "bank.weight" in weights
+        print(finished_message(run_dir, reached, key, limit, command, can_continue))
+        summary = state.get("callbacks", {}).get(RunSummary.__qualname__)
+        print(format_summary(run_dir, epochs, cfg.max_epochs, summary))
+    return True
+
+
 def finished_message(
     run_dir: Path,
     reached: str,
@@ -136,23 +169,3 @@ def finished_message(
     if command:
         how = f"{command} {how}"
     return f"{done} To train it longer (here to {key}={more}): {how}"
-
-
-def hydra_config_name(default: str = "effssl") -> str:
-    """The ``--config-name`` the running Hydra app was started with (``default`` outside one)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return (HydraConfig.get().job.config_name or default) if HydraConfig.initialized() else default
-
-
-def relaunch_command(drop: Iterable[str] = ()) -> str:
-    """The pretraining command line this process was started with (its config name and
-    command-line overrides), without the overrides of the keys in ``drop``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    dropped, overrides = set(drop), []
-    if HydraConfig.initialized():
-        for item in HydraConfig.get().overrides.task:
-            if item.split("=", 1)[0].lstrip("+~") not in dropped:
-                overrides.append(shlex.quote(item))
-    return " ".join(["python main_pretrain.py --config-name", hydra_config_name(), *overrides])

@@ -12,7 +12,8 @@ from conftest import TINY_EFFSSL, compose, make_image_folder, require_solo
 require_solo()
 
 import effssl_plugin  # noqa: E402
-from effssl_plugin.main_pretrain import _next_log_version, pretrain  # noqa: E402
+from effssl_plugin.main_pretrain import pretrain  # noqa: E402
+from effssl_plugin.run_layout import next_log_version  # noqa: E402
 
 TINY = [*TINY_EFFSSL, "+limit_train_batches=1"]
 
@@ -64,15 +65,15 @@ def test_summary_finished_restart_and_log_versions(data, workdir, capsys):
 
 def test_log_versions_reuse_an_empty_folder_and_never_overwrite(tmp_path):
     logs = tmp_path / "logs"
-    assert _next_log_version(tmp_path) == 0
+    assert next_log_version(tmp_path) == 0
     (logs / "version_0").mkdir(parents=True)
-    assert _next_log_version(tmp_path) == 0  # left empty by an attempt that logged nothing
+    assert next_log_version(tmp_path) == 0  # left empty by an attempt that logged nothing
     (logs / "version_0" / "metrics.csv").write_text("epoch\n")
     (logs / "version_1").mkdir()
-    assert _next_log_version(tmp_path) == 1
+    assert next_log_version(tmp_path) == 1
     (logs / "version_3").mkdir()
     (logs / "version_3" / "metrics.csv").write_text("epoch\n")
-    assert _next_log_version(tmp_path) == 4
+    assert next_log_version(tmp_path) == 4
 
 
 def test_cpu_preset_uses_the_available_cores(data, monkeypatch):
