@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.errors import ConfigError, DataError, suggest
-from effssl_plugin.settings import DEFAULT_METHOD_KWARGS, EffSSLSettings, check_bank_shape
+from effssl_plugin.settings import EffSSLSettings, check_bank_shape, numeric_method_kwargs
 
 __all__ = [
     "BANK_STORAGE",
@@ -120,11 +120,10 @@ NUMERIC_KEYS: dict[str, Numeric] = {
     # solo-learn baselines' method_kwargs (simclr, byol, mocov2plus)
     "method_kwargs.pred_hidden_dim": Numeric(integer=True),
     "method_kwargs.queue_size": Numeric(integer=True),
-    # effssl's, from its defaults (floats accept integers)
+    # effssl's, from their types (floats accept integers)
     **{
-        f"method_kwargs.{key}": Numeric(integer=isinstance(default, int))
-        for key, default in DEFAULT_METHOD_KWARGS.items()
-        if isinstance(default, (int, float)) and not isinstance(default, bool)
+        f"method_kwargs.{key}": Numeric(integer=integer)
+        for key, integer in numeric_method_kwargs().items()
     },
 }
 

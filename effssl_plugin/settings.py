@@ -1,4 +1,5 @@
-"""EffSSL's ``method_kwargs``: one typed definition, its defaults and every check.
+"""EffSSL's ``method_kwargs``: one typed definition and every check; the defaults are
+``configs/effssl.yaml``'s, read from there.
 
 Importing this module is light (no torch, solo-learn or Lightning), so the launcher can
 check a config before anything heavy is imported or written.
@@ -6,13 +7,22 @@ check a config before anything heavy is imported or written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from importlib import resources
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from omegaconf import OmegaConf
 
 from effssl_plugin.errors import ConfigError, suggest
 
-__all__ = ["EffSSLSettings", "DEFAULT_METHOD_KWARGS", "check_bank_shape"]
+__all__ = [
+    "EffSSLSettings",
+    "check_bank_shape",
+    "default_method_kwargs",
+    "numeric_method_kwargs",
+]
 
 
 _POS_INT = "a positive integer"
@@ -20,30 +30,32 @@ _POS_INT = "a positive integer"
 
 @dataclass(frozen=True)
 class EffSSLSettings:
-    """effssl's ``method_kwargs``; defaults from the official ``run.sh`` (CIFAR, ResNet-18).
+    """effssl's ``method_kwargs``: their types and every check. The defaults (the official
+    ``run.sh``: CIFAR, ResNet-18) live only in ``configs/effssl.yaml``
+    (:func:`default_method_kwargs`); :meth:`from_kwargs` fills absent keys from there.
 
     Constructing one checks every value (:class:`~effssl_plugin.errors.ConfigError` naming
-    the key); ``configs/effssl.yaml`` lists the same keys with the same defaults.
+    the key).
     """
 
-    proj_hidden_dim: int = 2048
-    proj_output_dim: int = 2048  # bank dimension D
-    temperature: float = 0.2  # tau of the instance CE
-    num_negatives: int = 10000  # k random non-batch rows per step; -1 = all rows
-    kl_weight: float = 20.0  # lambda
-    kl_power: float = 0.5  # u = p^power / sum p^power
-    kl_temperature: float = 1.0  # p = softmax(s / kl_temperature)
-    bank_momentum: float = 0.5  # m
-    bank_update: Literal["grad", "ema"] = "grad"  # paper's correction | NPID's EMA
-    bank_init: Literal["calibrate", "random"] = "calibrate"  # one no-grad pass before step 1
-    bank_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    proj_hidden_dim: int
+    proj_output_dim: int  # bank dimension D
+    temperature: float  # tau of the instance CE
+    num_negatives: int  # k random non-batch rows per step; -1 = all rows
+    kl_weight: float  # lambda
+    kl_power: float  # u = p^power / sum p^power
+    kl_temperature: float  # p = softmax(s / kl_temperature)
+    bank_momentum: float  # m
+    bank_update: Literal["grad", "ema"]  # paper's correction | NPID's EMA
+    bank_init: Literal["calibrate", "random"]  # one no-grad pass before step 1
+    bank_dtype: Literal["float32", "float16", "bfloat16"]
     # dtype of the three bank products (logits, dL/dz, Delta); auto: the autocast dtype in a
     # mixed-precision run, else float32. Rows are always updated in float32
-    bank_matmul: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    cutmix_alpha: float = 0.5  # 0 = off
-    num_samples: int | None = None  # bank rows; the launcher fills it from the training set
-    reinit_bank_on_resume: bool = False  # allow resuming with a different dataset size
-    check_finite: bool = True  # stop on a NaN/inf loss, naming the step
+    bank_matmul: Literal["auto", "float32", "bfloat16", "float16"]
+    cutmix_alpha: float  # 0 = off
+    num_samples: int | None  # bank rows; the launcher fills it from the training set
+    reinit_bank_on_resume: bool  # allow resuming with a different dataset size
+    check_finite: bool  # stop on a NaN/inf loss, naming the step
 
     @classmethod
     def choices(cls) -> dict[str, tuple[str, ...]]:
@@ -57,7 +69,8 @@ class EffSSLSettings:
 
     @classmethod
     def from_kwargs(cls, method_kwargs: Mapping[str, Any] | None) -> EffSSLSettings:
-        """The settings of a ``method_kwargs`` mapping; absent keys take their defaults."""
+        """The settings of a ``method_kwargs`` mapping; absent keys take their defaults
+        (:func:`default_method_kwargs`)."""
         kwargs = dict(method_kwargs or {})
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(kwargs) - set(names))
@@ -67,7 +80,8 @@ class EffSSLSettings:
                 f"unknown key method_kwargs.{key} for effssl.{suggest(key, names)}"
                 f" Valid keys: {', '.join(names)}"
             )
-        return cls(**{k: None if v == "None" else v for k, v in kwargs.items()})
+        given = {k: None if v == "None" else v for k, v in kwargs.items()}
+        return cls(**{**default_method_kwargs(), **given})
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any], global_batch: int | None = None) -> EffSSLSettings:
@@ -163,5 +177,31 @@ def check_bank_shape(
     )
 
 
-#: ``method_kwargs`` defaults, key by key (:class:`EffSSLSettings`)
-DEFAULT_METHOD_KWARGS: dict[str, Any] = asdict(EffSSLSettings())
+@functools.cache
+def _yaml_method_kwargs() -> dict[str, Any]:
+    text = resources.files("effssl_plugin.configs").joinpath("effssl.yaml").read_text()
+    return dict(OmegaConf.to_container(OmegaConf.create(text).method_kwargs))  # type: ignore[arg-type]
+
+
+def default_method_kwargs() -> dict[str, Any]:
+    """effssl's ``method_kwargs`` defaults, key by key: those of ``configs/effssl.yaml``,
+    their only definition (read once, on first use)."""
+    return dict(_yaml_method_kwargs())
+
+
+def numeric_method_kwargs() -> dict[str, bool]:
+    """The numeric ``method_kwargs`` keys of :class:`EffSSLSettings` (from their types), each
+    with whether it takes an integer only."""
+    hints = get_type_hints(EffSSLSettings)
+    return {
+        f.name: hints[f.name] is int
+        for f in fields(EffSSLSettings)
+        if hints[f.name] in (int, float)
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``DEFAULT_METHOD_KWARGS``: :func:`default_method_kwargs`, read when first asked for."""
+    if name == "DEFAULT_METHOD_KWARGS":
+        return default_method_kwargs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,29 +1,43 @@
-"""EffSSLSettings: the one definition of effssl's method_kwargs, its checks and the YAML."""
+"""EffSSLSettings: the typed definition of effssl's method_kwargs and its checks; the YAML
+holds the defaults."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
 from effssl_plugin.errors import ConfigError
-from effssl_plugin.settings import DEFAULT_METHOD_KWARGS, EffSSLSettings, check_bank_shape
+from effssl_plugin.settings import (
+    DEFAULT_METHOD_KWARGS,
+    EffSSLSettings,
+    check_bank_shape,
+    default_method_kwargs,
+)
 
 
-def test_yaml_method_kwargs_are_exactly_the_dataclass_defaults():
-    """Hydra overrides without ``+`` need every key in configs/effssl.yaml: same keys, same
-    order, same values and types as the dataclass, so the two cannot drift apart."""
+def test_the_yaml_is_the_only_definition_of_the_defaults():
+    """configs/effssl.yaml holds the defaults; the dataclass only their keys (same order) and
+    types, so the two cannot drift apart. Hydra overrides without ``+`` need every key."""
     block = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "effssl.yaml").method_kwargs)
-    defaults = asdict(EffSSLSettings())
-    assert list(block) == list(defaults)
-    assert {k: (type(v), v) for k, v in block.items()} == {
-        k: (type(v), v) for k, v in defaults.items()
-    }
-    assert DEFAULT_METHOD_KWARGS == defaults
+    assert all(
+        f.default is MISSING and f.default_factory is MISSING for f in fields(EffSSLSettings)
+    )
+    assert list(block) == [f.name for f in fields(EffSSLSettings)]
+    assert DEFAULT_METHOD_KWARGS == default_method_kwargs() == block
+    assert asdict(EffSSLSettings.from_kwargs({})) == block  # the defaults pass every check
+    hints = get_type_hints(EffSSLSettings)
+    for key, value in block.items():  # the YAML's types are the annotated ones
+        expected = hints[key]
+        if get_origin(expected) is Literal:
+            assert value in get_args(expected), key
+        elif value is not None:
+            assert isinstance(value, expected) and type(value) is not bool or expected is bool, key
 
 
 def test_bank_dtype_choices_are_the_banks_dtypes():
@@ -47,7 +61,7 @@ def test_absent_keys_take_their_defaults_and_null_num_samples_is_allowed():
     assert settings.temperature == 0.1 and settings.num_negatives == 10000
     with pytest.raises(ConfigError, match=r"method_kwargs\.num_samples \(memory-bank rows\)"):
         settings.bank_rows  # noqa: B018 - the model needs it
-    assert EffSSLSettings(num_samples=20000).bank_rows == 20000
+    assert EffSSLSettings.from_kwargs({"num_samples": 20000}).bank_rows == 20000
 
 
 @pytest.mark.parametrize(
@@ -98,14 +112,18 @@ def test_unknown_key_lists_the_valid_ones():
 
 
 def test_negatives_plus_global_batch_must_fit_the_bank():
-    settings = EffSSLSettings(num_samples=100, num_negatives=60)
+    settings = EffSSLSettings.from_kwargs({"num_samples": 100, "num_negatives": 60})
     settings.check_global_batch(40)
     with pytest.raises(
         ConfigError, match=r"num_negatives=60 plus the global batch \(41\) exceeds "
     ):
         settings.check_global_batch(41)
-    EffSSLSettings(num_samples=100, num_negatives=-1).check_global_batch(100)  # all rows
-    EffSSLSettings(num_negatives=60).check_global_batch(10**6)  # bank size not known yet
+    EffSSLSettings.from_kwargs({"num_samples": 100, "num_negatives": -1}).check_global_batch(
+        100
+    )  # all rows
+    EffSSLSettings.from_kwargs({"num_negatives": 60}).check_global_batch(
+        10**6
+    )  # bank size not known yet
 
 
 def test_whole_config_checks_one_crop_and_the_global_batch():
