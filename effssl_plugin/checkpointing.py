@@ -18,7 +18,12 @@ from solo.utils.auto_resumer import AutoResumer
 from solo.utils.checkpointer import Checkpointer
 from solo.utils.misc import omegaconf_select
 
-from effssl_plugin.checks import BANK_STORAGE, CheckpointFacts, check_resume
+from effssl_plugin.checks import (
+    BANK_STORAGE,
+    CheckpointFacts,
+    check_checkpoint_storage,
+    check_resume,
+)
 from effssl_plugin.cli import RUN_ID_ENV, new_run_id
 from effssl_plugin.errors import ConfigError
 from effssl_plugin.run_layout import (
@@ -83,10 +88,7 @@ class AtomicCheckpointer(Checkpointer):
         bank: str = "full",
     ) -> None:
         super().__init__(cfg, logdir=logdir, frequency=frequency, keep_prev=keep_prev)
-        if keep_last < 1:
-            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
-        if bank not in BANK_STORAGE:
-            raise ConfigError(f"checkpoint.bank must be one of {list(BANK_STORAGE)}, got {bank!r}")
+        check_checkpoint_storage(keep_last, bank)  # the launcher checked them before
         self.keep_last, self.run_id, self.bank = keep_last, run_id, bank
         self._saving_last = False
 

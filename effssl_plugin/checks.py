@@ -27,6 +27,7 @@ __all__ = [
     "InputFacts",
     "NUMERIC_KEYS",
     "Numeric",
+    "check_checkpoint_storage",
     "check_choices",
     "check_config_and_paths",
     "check_data_paths",
@@ -222,6 +223,14 @@ def check_dataset(cfg: DictConfig, facts: InputFacts) -> None:
             f"data.dataset={dataset!r} is not one of {facts.datasets}."
             f"{suggest(str(dataset), facts.datasets)}"
         )
+
+
+def check_checkpoint_storage(keep_last: Any, bank: Any) -> None:
+    """``checkpoint.keep_last`` and ``checkpoint.bank``, as the checkpointer takes them."""
+    rule = NUMERIC_KEYS["checkpoint.keep_last"]
+    if not rule.accepts(keep_last):
+        raise ConfigError(f"checkpoint.keep_last must be {rule.describe()}, got {keep_last!r}")
+    _check_choice("checkpoint.bank", bank, BANK_STORAGE)
 
 
 def check_choices(cfg: DictConfig, facts: InputFacts) -> None:
