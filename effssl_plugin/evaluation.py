@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 from effssl_plugin.checkpointing import resolve_checkpoint
 from effssl_plugin.data import read_rgb_image
 from effssl_plugin.errors import ConfigError
-from effssl_plugin.export import ENCODER_DIR, create_encoder, encoder_run_config
+from effssl_plugin.export import create_encoder, encoder_run_config
 from effssl_plugin.export import is_encoder_folder as is_export
 from effssl_plugin.preprocessing import eval_transform
 from effssl_plugin.pretrained import backbone_weights, build_backbone, load_pretrain_cfg
+from effssl_plugin.run_layout import ENCODER_DIR
 
 __all__ = [
     "load_pretrain_cfg",

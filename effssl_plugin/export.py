@@ -40,9 +40,11 @@ from torch import nn
 from effssl_plugin import __version__
 from effssl_plugin.backbones import timm_backbone
 from effssl_plugin.checkpointing import resolve_checkpoint
+from effssl_plugin.cli import main_with_errors
 from effssl_plugin.errors import EffSSLError
 from effssl_plugin.preprocessing import eval_data_config
 from effssl_plugin.pretrained import backbone_weights, build_backbone, load_pretrain_cfg
+from effssl_plugin.run_layout import ARGS_FILE, ENCODER_DIR
 from effssl_plugin.solo_compat import register
 
 __all__ = [
@@ -58,8 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Folder of the end-of-run export inside a run directory.
-ENCODER_DIR = "encoder"
 WEIGHTS_FILE = "model.safetensors"
 RECORD_KEY = "effssl"  # top-level config.json entry: how the encoder was trained
 FORMAT_VERSION = 1
@@ -178,7 +178,7 @@ def export_backbone(
             safe_serialization=True,
             data_config=eval_data_config(cfg),
         )
-        args_copy = tmp / "args.json"
+        args_copy = tmp / ARGS_FILE
         if record.get("args_json") and Path(record["args_json"]).is_file():
             shutil.copyfile(record["args_json"], args_copy)
         else:
@@ -269,7 +269,7 @@ def export_encoder(source: str | Path, out_dir: str | Path) -> Path:
         raise ExportError(f"{ckpt} holds no backbone weights (no state_dict['backbone.*'] keys)")
     epoch = state.get("epoch")
     epochs = None if epoch is None else int(epoch) + 1
-    source, args_json = str(ckpt.resolve()), ckpt.parent / "args.json"
+    source, args_json = str(ckpt.resolve()), ckpt.parent / ARGS_FILE
     record = _training_record(cfg, epochs, state.get("global_step"), source, args_json)
     return export_backbone(weights, cfg, out_dir, record)
 
@@ -300,7 +300,7 @@ class EncoderExport(Callback):
             int(trainer.current_epoch),
             int(trainer.global_step),
             f"end of training, run directory {self.run_dir.resolve()}",
-            self.run_dir / "args.json",
+            self.run_dir / ARGS_FILE,
         )
         out = self.run_dir / ENCODER_DIR
         export_backbone(pl_module.backbone.state_dict(), self.cfg, out, record)
@@ -384,7 +384,7 @@ def encoder_run_config(folder: str | Path) -> DictConfig:
     """The pretraining config of an exported encoder: its ``args.json`` copy (or the run
     directory's, for ``<run dir>/encoder``)."""
     folder = Path(folder)
-    for candidate in (folder / "args.json", folder.parent / "args.json"):
+    for candidate in (folder / ARGS_FILE, folder.parent / ARGS_FILE):
         if candidate.is_file():
             return OmegaConf.create(json.loads(candidate.read_text()))
     raise ExportError(
@@ -398,8 +398,6 @@ def encoder_run_config(folder: str | Path) -> DictConfig:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``effssl-export``)."""
-    from effssl_plugin.main_pretrain import main_with_errors
-
     parser = argparse.ArgumentParser(
         prog="effssl-export",
         description="Export a pretrained backbone to timm's folder format "

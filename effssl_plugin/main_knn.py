@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from effssl_plugin.cli import main_with_errors
 from effssl_plugin.errors import EffSSLError
-from effssl_plugin.main_pretrain import main_with_errors
 
 __all__ = ["main", "run_knn"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from effssl_plugin.cli import hydra_entry_point, new_run_id, trainer_from_cfg
 from effssl_plugin.errors import EffSSLError
-from effssl_plugin.main_pretrain import hydra_entry_point, new_run_id, trainer_from_cfg
 
 __all__ = ["main", "linear_probe"]
 

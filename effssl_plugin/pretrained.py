@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from effssl_plugin.errors import ConfigError
+from effssl_plugin.run_layout import ARGS_FILE
 
 __all__ = ["backbone_weights", "build_backbone", "load_pretrain_cfg"]
 
@@ -22,7 +23,7 @@ BACKBONE_PREFIX = "backbone."
 
 def load_pretrain_cfg(ckpt: Path) -> DictConfig:
     """The ``args.json`` that the pretraining run wrote next to its checkpoints."""
-    args = ckpt.parent / "args.json"
+    args = ckpt.parent / ARGS_FILE
     if not args.is_file():
         raise ConfigError(f"{args} not found: the pretraining config is needed next to {ckpt}")
     with open(args) as f:
