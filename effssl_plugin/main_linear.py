@@ -8,12 +8,11 @@ the probe trains and evaluates at the pretraining resolution.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig, OmegaConf
 
 from effssl_plugin.cli import hydra_entry_point, new_run_id, trainer_from_cfg
 from effssl_plugin.errors import EffSSLError
+from effssl_plugin.run_layout import LOGS_DIR, run_directory
 
 __all__ = ["main", "linear_probe"]
 
@@ -78,11 +77,11 @@ def linear_probe(cfg: DictConfig) -> dict[str, float]:
         train_set, val_set, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
     )
 
-    run_dir = Path(cfg.checkpoint.dir) / "linear" / new_run_id()
+    run_dir = run_directory(cfg.checkpoint.dir, "linear", new_run_id())
     callbacks: list = [LearningRateMonitor(logging_interval="epoch")]
     if cfg.checkpoint.enabled:
         callbacks.append(AtomicCheckpointer.from_cfg(cfg, run_dir))
-    trainer = trainer_from_cfg(cfg, CSVLogger(save_dir=str(run_dir), name="logs"), callbacks)
+    trainer = trainer_from_cfg(cfg, CSVLogger(save_dir=str(run_dir), name=LOGS_DIR), callbacks)
     print(f"Linear probe of {ckpt}; run directory: {run_dir}")
     trainer.fit(model, train_loader, val_loader)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
