@@ -522,3 +522,38 @@ def test_cli_string_for_a_number_is_one_line(data, workdir):
         "effssl-pretrain: error: optimizer.lr must be a number > 0, got 'fast'"
     )
     assert not (workdir / "trained_models").exists()
+
+
+# ------------------------------------------------------------ the check pass itself
+def test_the_checks_import_no_torch_solo_or_lightning():
+    code = (
+        "import sys, effssl_plugin.checks\n"
+        "print(*[m in sys.modules for m in ('torch', 'solo', 'lightning', 'hydra')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False", "False"]
+
+
+def test_the_size_known_before_building_is_imagefolders(tmp_path):
+    """The check pass compares the batch with the training-set size before building it: the
+    count must be ImageFolder's (nested folders walked, non-images left out)."""
+    from torchvision.datasets import ImageFolder
+
+    from effssl_plugin.data import count_train_images, describe_folder
+
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=3)
+    make_image_folder(root / "class0" / "nested", classes=1, per_class=2)
+    (root / "class1" / "notes.txt").write_text("not an image")
+    (root / "class1" / "UPPER.PNG").write_bytes((root / "class1" / "000.png").read_bytes())
+    cfg = compose("effssl", [*BASE, f"data.train_path={root}"])
+    assert count_train_images(cfg, describe_folder(root)) == len(ImageFolder(str(root))) == 9
+    skip = compose("effssl", [*BASE, f"data.train_path={root}", "data.skip_corrupt_images=true"])
+    assert count_train_images(skip, describe_folder(root)) is None  # known after building
+
+
+def test_the_checkpointer_refuses_a_bank_typo_itself(tmp_path):
+    from effssl_plugin.checkpointing import AtomicCheckpointer
+
+    cfg = compose("effssl", BASE)
+    with pytest.raises(ConfigError, match=r"checkpoint\.bank must be one of .*got 'ful'"):
+        AtomicCheckpointer(cfg, logdir=tmp_path, run_id="r1", bank="ful")
