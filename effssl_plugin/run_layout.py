@@ -5,6 +5,8 @@
         <name>-<run id>-ep=<N>.ckpt         checkpoints (atomic: written as .ckpt.tmp first)
         encoder/                            the trained encoder, timm's folder format
         logs/version_<N>/                   CSV logs, one version per session that trains
+
+Tools find a run's files through these names only.
 """
 
 from __future__ import annotations
