@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +27,7 @@ from solo.data.pretrain_dataloader import (
     prepare_datasets,
 )
 from solo.utils.misc import compute_dataset_size, omegaconf_select
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
@@ -38,6 +36,7 @@ from effssl_plugin import checks
 from effssl_plugin.checks import FOLDER_DATASETS, FolderFacts, InputFacts
 from effssl_plugin.cli import hydra_config_name
 from effssl_plugin.errors import ConfigError, DataError
+from effssl_plugin.preprocessing import eval_transform
 
 __all__ = [
     "PretrainData",
@@ -49,8 +48,6 @@ __all__ = [
     "count_train_images",
     "describe_data",
     "describe_folder",
-    "classification_transform",
-    "custom_classification_transform",
     "dali_file_list",
     "read_rgb_image",
 ]
@@ -413,43 +410,10 @@ def _why_not_calibrated(path: str, cfg: omegaconf.DictConfig, calibrated: bool) 
     return "elsewhere in the calibration's list" if calibrated else "not in the calibration's list"
 
 
-def classification_transform(
-    crop_size: int,
-    mean: Any = IMAGENET_DEFAULT_MEAN,
-    std: Any = IMAGENET_DEFAULT_STD,
-    crop_pct: float | None = None,
-) -> Callable:
-    """Evaluation transform at the pretraining resolution: resize the short side to
-    ``crop_size / crop_pct``, center-crop ``crop_size``. ``crop_pct`` defaults to 1.0 for
-    crops up to 96 px (CIFAR/STL-like images are used whole) and 0.875 above."""
-    if crop_pct is None:
-        crop_pct = 1.0 if crop_size <= 96 else 0.875
-    return transforms.Compose(
-        [
-            transforms.Resize(int(round(crop_size / crop_pct))),
-            transforms.CenterCrop(crop_size),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
-
-
-def custom_classification_transform(cfg: omegaconf.DictConfig) -> Callable:
-    """:func:`classification_transform` from the first augmentation pipeline's crop size,
-    mean and std (``data.val_crop_pct`` overrides the crop ratio)."""
-    aug = cfg.augmentations[0]
-    return classification_transform(
-        int(aug.crop_size),
-        omegaconf_select(aug, "mean", IMAGENET_DEFAULT_MEAN),
-        omegaconf_select(aug, "std", IMAGENET_DEFAULT_STD),
-        omegaconf_select(cfg, "data.val_crop_pct", None),
-    )
-
-
 def build_val_loader(cfg: omegaconf.DictConfig, batch_size: int) -> DataLoader | None:
     """The classification val loader (online linear / kNN), or ``None`` without val data:
     solo-learn's, except for custom folders, which keep the training set's labels and use
-    :func:`custom_classification_transform` (solo-learn's is a 224 px ImageNet one)."""
+    :func:`~effssl_plugin.preprocessing.eval_transform` (solo-learn's is a 224 px ImageNet one)."""
     if cfg.data.val_path is None or (cfg.data.dataset == "custom" and cfg.data.no_labels):
         return None
     fmt = "image_folder" if cfg.data.format == "dali" else cfg.data.format
@@ -457,7 +421,7 @@ def build_val_loader(cfg: omegaconf.DictConfig, batch_size: int) -> DataLoader |
         val_dataset = ImageFolderWithClasses(
             str(cfg.data.val_path),
             class_folders(cfg.data.train_path),  # a val subset keeps the training labels
-            transform=custom_classification_transform(cfg),
+            transform=eval_transform(cfg),
             loader=read_rgb_image,
         )
         return DataLoader(

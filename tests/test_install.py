@@ -21,8 +21,12 @@ FAKE_PIP = REPO / "tests" / "helpers" / "fresh_venv_pip.py"
 def run_with_fresh_venv_pip(
     script: str, tmp_path: Path
 ) -> tuple[subprocess.CompletedProcess, dict]:
-    """Runs ``script`` with bash -e in the repository, ``pip`` being the stand-in
+    """Runs ``script`` with bash -e in a copy of the repository's ``pyproject.toml`` (a broken
+    command may write files: an unquoted ``>=`` is a redirection), ``pip`` being the stand-in
     (tests/helpers/fresh_venv_pip.py) for a fresh venv's pip; returns the venv's end state."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir(exist_ok=True)
+    shutil.copy(REPO / "pyproject.toml", checkout / "pyproject.toml")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "pip").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_PIP}" "$@"\n')
@@ -35,7 +39,12 @@ def run_with_fresh_venv_pip(
         "FAKE_PIP_STATE": str(state),
     }
     proc = subprocess.run(
-        ["bash", "-e", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        ["bash", "-e", "-c", script],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return proc, json.loads(state.read_text()) if state.exists() else {}
 

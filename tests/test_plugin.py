@@ -481,7 +481,7 @@ def test_cpu_preset():
 def test_custom_validation_runs_at_the_pretraining_resolution(crop, resized):
     from PIL import Image
 
-    from effssl_plugin.data import classification_transform
+    from effssl_plugin.preprocessing import classification_transform
 
     tf = classification_transform(crop)
     assert tf.transforms[0].size == resized  # short side before the center crop
