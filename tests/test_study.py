@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -384,7 +385,8 @@ def test_workers_set_their_threads_and_record_code_and_import_paths(tmp_path):
         torch.set_num_threads(before)
     ev_runs.record_start(tmp_path, threads=1)
     first, second = (tmp_path / "starts.log").read_text().splitlines()
-    assert len(first.split(" commit ")[1].split()[0]) == 40  # the full hash
+    # the full hash, then ':' (clean tree) or ' (uncommitted changes):'
+    assert re.search(r" commit [0-9a-f]{40}( \(uncommitted changes\))?: ", first), first
     assert "effssl_plugin /" in second and "torch threads 1" in second
 
 
