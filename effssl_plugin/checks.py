@@ -152,6 +152,7 @@ class InputFacts:
     val: FolderFacts | None = None  # data.val_path of a folder dataset
     train_images: int | None = None  # images the training set will hold (None: not known yet)
     dali_import_error: str | None = None  # why NVIDIA DALI cannot be imported (data.format=dali)
+    timm_models: tuple[str, ...] = ()  # timm's model names (backbone.name=timm; empty: not checked)
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,24 @@ def check_choices(cfg: DictConfig, facts: InputFacts) -> None:
     _check_choice("data.format", data_format, DATA_FORMATS)
     if data_format == "dali" and facts.dali_import_error is not None:
         raise ConfigError(f"data.format=dali needs NVIDIA DALI: {facts.dali_import_error}")
+    check_timm_model(cfg, facts)
     if cfg.method == "effssl":
         EffSSLSettings.from_cfg(cfg)
+
+
+def check_timm_model(cfg: DictConfig, facts: InputFacts) -> None:
+    """``backbone.kwargs.model_name`` of the ``timm`` backbone is a timm model name (its part
+    before a ``.tag``). Whether timm registered it itself, and whether ``low_res`` fits its
+    family, need timm's model classes: :mod:`effssl_plugin.backbones` checks those when it
+    builds the model."""
+    if not facts.timm_models or select(cfg, "backbone.name", None) != "timm":
+        return
+    name = select(cfg, "backbone.kwargs.model_name", None)
+    if not isinstance(name, str) or name.split(".", 1)[0] not in facts.timm_models:
+        raise ConfigError(
+            f"backbone.kwargs.model_name={name!r} is not a timm model."
+            + suggest(str(name), facts.timm_models)
+        )
 
 
 # --------------------------------------------------------------------------- the data

@@ -121,8 +121,9 @@ def resolve_auto_machine(cfg: omegaconf.DictConfig) -> omegaconf.DictConfig:
 
 def describe_inputs(cfg: omegaconf.DictConfig, count_images: bool = True) -> InputFacts:
     """The facts :func:`~effssl_plugin.checks.check_inputs` needs beyond the config: the
-    methods and datasets solo-learn knows, the process count, the data folders and (with
-    ``count_images``) size, and whether NVIDIA DALI imports (with ``data.format=dali``)."""
+    methods and datasets solo-learn knows, timm's model names (for the ``timm`` backbone), the
+    process count, the data folders and (with ``count_images``) size, and whether NVIDIA DALI
+    imports (with ``data.format=dali``)."""
     from solo.methods import METHODS
 
     from effssl_plugin import register
@@ -141,12 +142,18 @@ def describe_inputs(cfg: omegaconf.DictConfig, count_images: bool = True) -> Inp
             import solo.data.dali_dataloader  # noqa: F401
         except ImportError as err:
             dali_error = str(err)
+    timm_models: tuple[str, ...] = ()
+    if omegaconf_select(cfg, "backbone.name", None) == "timm":
+        import timm
+
+        timm_models = tuple(timm.list_models())
     return replace(
         describe_data(cfg, count_images=count_images),
         methods=tuple(METHODS),
         datasets=tuple(_SUPPORTED_DATASETS),
         world_size=world_size,
         dali_import_error=dali_error,
+        timm_models=timm_models,
     )
 
 

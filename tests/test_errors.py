@@ -175,6 +175,21 @@ def test_checkpoint_bank_typo_stops_before_the_dataset_is_built(workdir, monkeyp
     assert list(workdir.iterdir()) == []  # no ./datasets download folder
 
 
+def test_timm_model_typo_stops_before_the_dataset_is_built(workdir, monkeypatch):
+    """A timm model-name typo is refused by the check pass too, before the launcher builds
+    (here: downloads) the training set; it was found only when the model was built."""
+    import effssl_plugin.data
+
+    def no_build(cfg):
+        raise AssertionError("the dataset was built before the backbone was checked")
+
+    monkeypatch.setattr(effssl_plugin.data, "build_pretrain_dataset", no_build)
+    pattern = r"^backbone\.kwargs\.model_name='resnet81' is not a timm model\. Did you mean"
+    with pytest.raises(ConfigError, match=pattern):
+        pretrain(compose("effssl", [*CIFAR_BASE, "backbone.kwargs.model_name=resnet81"]))
+    assert list(workdir.iterdir()) == []
+
+
 def test_config_error_stops_the_launcher_before_anything_is_written(data, workdir):
     """One ConfigError and one DataError through the launcher: nothing is written."""
     with pytest.raises(ConfigError, match=r"optimizer\.batch_size=19 x 1 process\(es\)"):
