@@ -157,3 +157,22 @@ def test_a_hydra_app_that_imports_solo_later_gets_effssl_registered(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = ["True", "True", "True", "WeightedKNNClassifierTM1", "SourceFileLoader", "[]"]
     assert proc.stdout.split() == expected, proc.stdout + proc.stderr[-3000:]
+
+
+def test_the_torch_floor_is_true():
+    """The package calls ``torch.get_autocast_dtype`` and ``torch.is_autocast_enabled`` with a
+    device type, which torch added in 2.4: pyproject's floor must say >= 2.4 (it said 2.1,
+    and every step raised TypeError on an older torch), and the README the same."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    package = "\n".join(p.read_text() for p in (REPO / "effssl_plugin").glob("*.py"))
+    assert "torch.get_autocast_dtype(" in package  # the reason for the floor
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (torch_req,) = [Requirement(d) for d in deps if Requirement(d).name == "torch"]
+    (floor,) = [Version(s.version) for s in torch_req.specifier if s.operator == ">="]
+    assert floor >= Version("2.4")
+    assert re.search(rf"torch >= {re.escape(str(floor))}\b", (REPO / "README.md").read_text())
