@@ -254,6 +254,11 @@ def main() -> None:
                 "batch": args.batch,
                 "size": args.size,
                 "precision": args.precision,
+                # what the measurement ran with (protocol 02 checks them): torch's threads, the
+                # effssl bank's rows and --negatives as given (-1: every row)
+                "threads": torch.get_num_threads(),
+                "samples": args.samples,
+                "negatives": args.negatives,
                 **{f"effssl_over_{m}": "" for m in TARGETS},
                 **{f"effssl_over_{m}_rounds": "" for m in TARGETS},
             }

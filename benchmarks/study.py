@@ -42,6 +42,20 @@ before issue 27 did.
     python benchmarks/study.py --plan lr_simclr lr_effssl --seeds 0 --holdout 500 \
         --eval-set val --epochs 15 --eval-epochs 5 10 15 --threads 1   # protocol 01
 
+Protocol 02 (``benchmarks/protocols/02_equal_compute.md``, :mod:`evidence.equal_compute`):
+its arms are fixed from protocol 01's choices (``--lr-search``, that search's folder) and the
+step-cost CSV (``--step-cost``, default ``<out>/step_cost_cpu_mobilenetv3_small_100_b256.csv``)
+into ``<out>/arms.json``; each arm is a variant ``lr=<lr>,wu=0,ep=<epochs>``, a complete
+schedule of its own length (``--epochs`` is the longest, ``--eval-epochs`` the validation
+readings, cut at each run's own last epoch). ``--final-measures`` then measures every
+finished run on the test set (kNN against its own and an unseen reference, linear probe);
+``<out>/equal_compute.md`` is its report (``benchmarks/study_equal_compute.sh`` runs it all):
+
+    python benchmarks/study.py --arms --holdout 500 --eval-set val --epochs 50 ...
+    python benchmarks/study.py --plan equal_compute_short --seeds 0 1 2 --holdout 500 \
+        --eval-set val --epochs 50 --eval-epochs 5 10 15 20 25 30 35 40 45 50 --threads 1
+    python benchmarks/study.py --final-measures --plan equal_compute_short --seeds 0 1 2 ...
+
 The official reference needs the official repository's source: ``--official-src DIR`` (or
 ``$EFFSSL_OFFICIAL_SRC``), e.g. ``git clone https://github.com/CupidJay/Efficient_SSL``; it
 is never copied into this project. The harness imports its ``main.py`` and runs its own
@@ -56,7 +70,9 @@ import os
 import sys
 from pathlib import Path
 
+from evidence.equal_compute import EQUAL_COMPUTE_PLANS, STEP_COST_FILE, arm_lines, fixed_arms
 from evidence.evaluation import linear_probes, random_init_reference
+from evidence.final_measures import final_measures
 from evidence.launcher import launcher_worker
 from evidence.official import official_worker
 from evidence.orchestration import run_all
@@ -67,7 +83,7 @@ from evidence.runs import REPO
 
 def add_study_options(p: argparse.ArgumentParser) -> None:
     """The options that define a study (recorded in ``settings.json``) and how it runs."""
-    p.add_argument("--plan", nargs="+", default=["main"], choices=list(PLANS))
+    p.add_argument("--plan", nargs="+", default=["main"], choices=[*PLANS, *EQUAL_COMPUTE_PLANS])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fraction", type=float, default=0.1)
     p.add_argument("--model", default="mobilenetv3_small_100")
@@ -138,6 +154,24 @@ def add_place_and_mode_options(p: argparse.ArgumentParser) -> None:
         help="with --report-only: pool the runs of these studies (same settings, other seeds) "
         "into one report written to --out",
     )
+    p.add_argument(
+        "--lr-search",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / "lr_search",
+        help="protocol 02: protocol 01's study folder, whose rule gives the learning rates",
+    )
+    p.add_argument(
+        "--step-cost",
+        type=Path,
+        default=None,
+        help=f"protocol 02: step_cost.py's CSV (default: <out>/{STEP_COST_FILE})",
+    )
+    p.add_argument("--arms", action="store_true", help="protocol 02: fix and show its arms")
+    p.add_argument(
+        "--final-measures",
+        action="store_true",
+        help="protocol 02: the test-set measures of the finished runs of --plan and --seeds",
+    )
     p.add_argument("--random-init", action="store_true")
     p.add_argument("--linear", action="store_true", help="linear probes of finished runs")
     p.add_argument("--linear-epochs", type=int, default=30)
@@ -156,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     args.data_dir = args.data_dir.resolve()
+    args.lr_search = args.lr_search.resolve()
+    args.step_cost = (args.step_cost or args.out / STEP_COST_FILE).resolve()
     if args.eval_epochs is None:
         step = max(1, args.epochs // 10)
         args.eval_epochs = sorted({*range(step, args.epochs + 1, step), args.epochs})
@@ -178,6 +214,12 @@ def main(argv: list[str] | None = None) -> None:
         report(args)
     elif args.linear:
         linear_probes(args)
+        report(args)
+    elif args.arms:
+        print("\n".join(arm_lines(fixed_arms(args))))
+        report(args)
+    elif args.final_measures:
+        final_measures(args)
         report(args)
     elif args.report_only:
         if args.pool:

@@ -57,28 +57,44 @@ def eval_sets(train_dir: Path, fraction: float, eval_dir: Path):
     )
 
 
-def knn_eval(backbone, sets) -> tuple[float, float]:
-    """solo-learn's weighted kNN (cosine, k=200, T=0.07) on frozen eval-mode features."""
+def backbone_features(backbone, images: list) -> list:
+    """Frozen eval-mode features (float32, on the CPU) of each tensor of images, in chunks of
+    500 on the backbone's device (the training device: a GPU with ``--machine auto``)."""
+    import torch
+
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    feats = []
+    with torch.no_grad():
+        for x in images:
+            chunks = (x[i : i + 500].to(device) for i in range(0, x.shape[0], 500))
+            feats.append(torch.cat([backbone(c).float().cpu() for c in chunks]))
+    backbone.train(was_training)
+    return feats
+
+
+def weighted_knn(train_feats, train_y, test_feats, test_y) -> tuple[float, float]:
+    """solo-learn's weighted kNN (cosine, k=200, T=0.07): (top-1, top-5) of the test features
+    against the reference features; NaN for non-finite features (a diverged network)."""
     import torch
 
     from effssl_plugin.knn import WeightedKNNClassifierTM1
 
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device  # the training device (GPU: --machine auto)
-    feats = []
-    with torch.no_grad():
-        for x in (sets[0], sets[2]):
-            chunks = (x[i : i + 500].to(device) for i in range(0, x.shape[0], 500))
-            feats.append(torch.cat([backbone(c).float().cpu() for c in chunks]))
-    backbone.train(was_training)
-    if not all(bool(torch.isfinite(f).all()) for f in feats):
-        return math.nan, math.nan  # a diverged network
+    if not all(bool(torch.isfinite(f).all()) for f in (train_feats, test_feats)):
+        return math.nan, math.nan
     knn = WeightedKNNClassifierTM1(k=K, T=T, distance_fx="cosine")
-    knn(train_features=feats[0], train_targets=sets[1])
-    knn(test_features=feats[1], test_targets=sets[3])
+    knn(train_features=train_feats, train_targets=train_y)
+    knn(test_features=test_feats, test_targets=test_y)
     top1, top5 = knn.compute()
     return float(top1), float(top5)
+
+
+def knn_eval(backbone, sets) -> tuple[float, float]:
+    """solo-learn's weighted kNN (cosine, k=200, T=0.07) on frozen eval-mode features:
+    ``sets`` = (reference images, labels, evaluated images, labels)."""
+    train_feats, test_feats = backbone_features(backbone, [sets[0], sets[2]])
+    return weighted_knn(train_feats, sets[1], test_feats, sets[3])
 
 
 def study_backbone(model_name: str):
@@ -118,9 +134,11 @@ def random_init_reference(args) -> None:
             w.writerow({"model": args.model, "seed": seed, "knn_top1": top1, "knn_top5": top5})
 
 
-def linear_command(args, pretrain_dir: Path, run_dir: Path, eval_dir: Path, fraction) -> list:
+def linear_command(
+    args, pretrain_dir: Path, run_dir: Path, eval_dir: Path, fraction, logs: str = "linear"
+) -> list:
     """The ``effssl-linear`` command of one run's probe (the evaluation images once, at the
-    end)."""
+    end; its logs in ``<run>/<logs>``)."""
     return [
         sys.executable,
         "-m",
@@ -132,7 +150,7 @@ def linear_command(args, pretrain_dir: Path, run_dir: Path, eval_dir: Path, frac
         f"data.num_workers={args.workers}",
         f"max_epochs={args.linear_epochs}",
         f"+check_val_every_n_epoch={args.linear_epochs}",  # the test set once, at the end
-        f"checkpoint.dir={hydra_path(run_dir / 'linear')}",
+        f"checkpoint.dir={hydra_path(run_dir / logs)}",
         "checkpoint.enabled=false",
     ]
 
@@ -158,14 +176,22 @@ def linear_probes(args) -> None:
         (pretrain_dir,) = ckpt_dir.iterdir()
         cmd = linear_command(args, pretrain_dir, run_dir, eval_dir, fraction)
         print(f"== linear probe {run_dir.name}", flush=True)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run_dir)
-        final = [line for line in proc.stdout.splitlines() if line.startswith("Final: ")]
-        if proc.returncode != 0 or not final:
-            print(proc.stdout[-2000:], proc.stderr[-2000:])
-            continue
-        metrics = dict(kv.split("=") for kv in final[-1].removeprefix("Final: ").split(", "))
-        result = {k: float(v) for k, v in metrics.items()}
-        result.update(epochs=args.linear_epochs, seconds=round(time.perf_counter() - start, 1))
-        target.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"   {result}", flush=True)
+        if (result := run_probe(args, cmd, run_dir)) is not None:
+            target.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def run_probe(args, cmd: list, run_dir: Path) -> dict | None:
+    """Runs one ``effssl-linear`` command in ``run_dir``; its final metrics (``val_acc1``: top-1
+    on the evaluation images) with the epochs and seconds, or None (its output printed) when
+    it failed."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=run_dir)
+    final = [line for line in proc.stdout.splitlines() if line.startswith("Final: ")]
+    if proc.returncode != 0 or not final:
+        print(proc.stdout[-2000:], proc.stderr[-2000:])
+        return None
+    metrics = dict(kv.split("=") for kv in final[-1].removeprefix("Final: ").split(", "))
+    result = {k: float(v) for k, v in metrics.items()}
+    result.update(epochs=args.linear_epochs, seconds=round(time.perf_counter() - start, 1))
+    print(f"   {result}", flush=True)
+    return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .data import ensure_data, study_data
 from .evaluation import eval_sets, knn_eval
-from .plans import EFFSSL_BASE, VARIANTS
+from .plans import EFFSSL_BASE, variant_overrides
 from .runs import (
     DIVERGED,
     EvalLog,
@@ -20,6 +20,7 @@ from .runs import (
     paused,
     record_start,
     run_name,
+    run_schedule,
     set_threads,
 )
 
@@ -51,7 +52,7 @@ def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
             *EFFSSL_BASE,
             *args.effssl_overrides,
         ]
-    return overrides + VARIANTS[args.variant]  # last: Hydra keeps the last value of a key
+    return overrides + variant_overrides(args.variant)  # last: Hydra keeps a key's last value
 
 
 def mark_diverged(trainer, run_dir: Path, why: str) -> None:
@@ -122,6 +123,7 @@ def launcher_worker(args) -> None:
 
     from effssl_plugin.main_pretrain import pretrain
 
+    args.epochs, args.eval_epochs = run_schedule(args, args.variant)  # ep=<N>: its own
     threads = set_threads(args)
     data = ensure_data(args.data_dir)
     sets = eval_sets(*study_data(args, data))

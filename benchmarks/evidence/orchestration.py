@@ -4,6 +4,7 @@ and stopping before the next run while ``PAUSE`` exists."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -12,10 +13,11 @@ import sys
 import time
 
 from .data import prepare_study_data
+from .equal_compute import EQUAL_COMPUTE_PLANS, equal_compute_plan
 from .evaluation import K, T
 from .plans import PLANS
 from .report import report
-from .runs import STUDY_SCRIPT, finished, last_epoch, paused, run_name
+from .runs import STUDY_SCRIPT, finished, last_epoch, paused, run_name, run_schedule
 from .search import SEARCH_LR, search_extension, search_scores
 
 
@@ -54,7 +56,10 @@ def write_settings(args) -> None:
 
 def planned_runs(args, plan: str) -> list[tuple[str, str, int]]:
     """A plan's runs, seed by seed; a search plan (``lr_<method>``) run to the schedule's end
-    adds the extension its rule asks for (:func:`.search.search_extension`), once."""
+    adds the extension its rule asks for (:func:`.search.search_extension`), once; a
+    protocol-02 plan's arms are fixed from its inputs (:func:`.equal_compute.fixed_arms`)."""
+    if plan in EQUAL_COMPUTE_PLANS:
+        return [(m, v, s) for s in args.seeds for m, v in equal_compute_plan(args, plan)]
     runs = [(m, v, s) for s in args.seeds for m, v in PLANS[plan]]
     method = plan.removeprefix("lr_")
     if plan.startswith("lr_") and method in SEARCH_LR and last_epoch(args) == args.epochs:
@@ -86,9 +91,12 @@ def run_all(args) -> None:
 
 
 def worker_command(args, method: str, variant: str, seed: int) -> list[str]:
-    """The command line of one run's worker process."""
+    """The command line of one run's worker process, with the run's own schedule
+    (:func:`.runs.run_schedule`: a variant's ``ep=<N>``, else the study's)."""
     run = ["--method", method, "--variant", variant, "--seed", str(seed)]
-    return [sys.executable, str(STUDY_SCRIPT), "--worker", *run, *common_argv(args)]
+    epochs, eval_epochs = run_schedule(args, variant)
+    own = argparse.Namespace(**{**vars(args), "epochs": epochs, "eval_epochs": eval_epochs})
+    return [sys.executable, str(STUDY_SCRIPT), "--worker", *run, *common_argv(own)]
 
 
 def run_list(args, runs: list[tuple[str, str, int]], failed: list[str]) -> None:

@@ -5,6 +5,7 @@ run, keeps its overrides."""
 
 from __future__ import annotations
 
+from .equal_compute import schedule_overrides
 from .search import search_plans, search_variants
 
 METHODS = ("effssl", "simclr", "byol", "mocov2plus", "official")
@@ -108,3 +109,15 @@ PIECE_PLANS = {
 PLANS: dict[str, list[tuple[str, str]]] = {**STUDY_PLANS, **PIECE_PLANS}
 #: protocol 01's search: ``lr_<method>`` (its grid) and ``lr_search`` (:mod:`.search`)
 PLANS |= search_plans()
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """A variant's launcher overrides: a named one of :data:`VARIANTS`, or one named by its
+    settings with a schedule of its own (protocol 02's arms, ``lr=<lr>,wu=0,ep=<epochs>``:
+    :func:`.equal_compute.schedule_overrides`)."""
+    if variant in VARIANTS:
+        return VARIANTS[variant]
+    overrides = schedule_overrides(variant, VARIANTS)
+    if overrides is None:
+        raise KeyError(f"unknown variant {variant!r}")
+    return overrides

@@ -10,8 +10,10 @@ import statistics
 import sys
 
 from .comparisons import comparison_lines, label
+from .equal_compute import ARMS_FILE
+from .equal_compute_report import equal_compute_report
 from .evaluation import K, T
-from .runs import DIVERGED, EvalLog, parse_run_name, run_dirs, run_name, studies
+from .runs import DIVERGED, EvalLog, parse_run_name, run_dirs, run_epochs, run_name, studies
 from .search import (
     SEARCH_EXTENSION,
     SEARCH_FACTORS,
@@ -201,7 +203,7 @@ def summary_lines(args, runs: dict) -> list[str]:
         top1 = [r["knn_top1"] for r in finals]
         m, s = mean_std(top1)
         epochs = sorted({int(r["epoch"]) for r in finals})
-        note = "" if epochs == [args.epochs] else " (unfinished)"
+        note = "" if epochs == [run_epochs(args, variant)] else " (unfinished)"
         linear = linear_cells(args, {run_name(method, variant, seed) for seed in seeds})
         lines.append(
             f"| {label(method, variant)} | {len(seeds)} | {'/'.join(map(str, epochs))}{note} | "
@@ -262,8 +264,11 @@ def evaluation_lines(runs: dict) -> list[str]:
 
 
 def report(args) -> None:
-    """``report.md`` and ``study.png`` in ``--out`` from every run with results."""
+    """``report.md`` and ``study.png`` in ``--out`` from every run with results (and protocol
+    02's ``equal_compute.md`` where its arms are fixed)."""
     adopt_settings(args)
+    if (args.out / ARMS_FILE).exists() and not getattr(args, "pool", None):
+        equal_compute_report(args)  # protocol 02's own report, arms fixed (even before runs)
     runs = collect(args)
     if not runs:
         print("no results yet")

@@ -102,9 +102,35 @@ def paused(out: Path) -> bool:
     return (out / "PAUSE").exists()
 
 
-def last_epoch(args) -> int:
-    """The epoch after which runs stop: ``--epochs``, or ``--stop-after`` when earlier."""
-    return min(args.epochs, args.stop_after or args.epochs)
+def variant_epochs(variant: str) -> int | None:
+    """The schedule a variant fixes for itself (its ``ep=<N>`` part: protocol 02's arms, each
+    a complete schedule of its own length), else None (the study's ``--epochs``)."""
+    for part in variant.split(","):
+        key, _, value = part.partition("=")
+        if key == "ep":
+            return int(value)
+    return None
+
+
+def run_epochs(args, variant: str) -> int:
+    """A run's schedule: its variant's ``ep=<N>``, else the study's ``--epochs``."""
+    return variant_epochs(variant) or args.epochs
+
+
+def run_schedule(args, variant: str) -> tuple[int, list[int]]:
+    """(epochs, evaluation epochs) of a run: the study's, or for a variant with a schedule of
+    its own (``ep=<N>``) N and the study's evaluation epochs before N, then N."""
+    epochs = variant_epochs(variant)
+    if epochs is None:
+        return args.epochs, list(args.eval_epochs)
+    return epochs, sorted({e for e in args.eval_epochs if e < epochs} | {epochs})
+
+
+def last_epoch(args, variant: str = "default") -> int:
+    """The epoch after which a run stops: its schedule's last (:func:`run_epochs`), or
+    ``--stop-after`` when earlier."""
+    epochs = run_epochs(args, variant)
+    return min(epochs, args.stop_after or epochs)
 
 
 def finished(args, method: str, variant: str, seed: int) -> bool:
@@ -112,7 +138,7 @@ def finished(args, method: str, variant: str, seed: int) -> bool:
     run_dir = args.out / "runs" / run_name(method, variant, seed)
     if (run_dir / DIVERGED).exists():
         return True
-    return any(int(r["epoch"]) >= last_epoch(args) for r in EvalLog(run_dir).rows())
+    return any(int(r["epoch"]) >= last_epoch(args, variant) for r in EvalLog(run_dir).rows())
 
 
 def studies(args) -> list[Path]:

@@ -1,9 +1,12 @@
 """The study's statistics: wall-clock with disturbed epochs clipped, curves read at a point,
-and the rule for calling a difference between two arms."""
+the rule for calling a difference between two arms, and protocol 02's confidence intervals
+of a mean difference (Welch's, and paired by seed) with its verdict rule."""
 
 from __future__ import annotations
 
+import math
 import statistics
+from typing import NamedTuple
 
 #: an epoch slower than this multiple of its run's median epoch counts as disturbed
 CLIP_FACTOR = 1.2
@@ -73,3 +76,74 @@ def first_reaching(rows: list[dict], level: float) -> float | None:
         if y0 < level <= y1:
             return e0 + (e1 - e0) * (level - y0) / (y1 - y0)
     return None
+
+
+#: protocol 02's confidence level and its margin of agreement (kNN or linear points)
+LEVEL = 0.95
+AGREE_MARGIN = 1.0
+
+
+class Interval(NamedTuple):
+    """A mean difference A - B with its confidence interval and the t distribution's degrees
+    of freedom; ``n`` is (n_A, n_B) for Welch's interval, (pairs, pairs) for the paired one."""
+
+    diff: float
+    low: float
+    high: float
+    df: float
+    n: tuple[int, int]
+
+
+def t_quantile(level: float, df: float) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` (possibly fractional)
+    degrees of freedom: ``scipy.stats.t.ppf((1 + level) / 2, df)``."""
+    from scipy.stats import t
+
+    return float(t.ppf((1 + level) / 2, df))
+
+
+def welch_interval(a: list[float], b: list[float], level: float = LEVEL) -> Interval | None:
+    """Welch's confidence interval of mean(a) - mean(b) (the two samples independent, their
+    variances unequal), with the Welch-Satterthwaite degrees of freedom; None with fewer than
+    2 values in an arm or no spread in either (no interval exists)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return None
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    half = t_quantile(level, df) * math.sqrt(va + vb)
+    return Interval(diff, diff - half, diff + half, df, (len(a), len(b)))
+
+
+def paired_interval(
+    a: dict[int, float], b: dict[int, float], level: float = LEVEL
+) -> Interval | None:
+    """The paired confidence interval of the mean of a[s] - b[s] over the seeds ``s`` both
+    have (same seed, same initial backbone), n - 1 degrees of freedom; None with fewer than 2
+    pairs or identical differences."""
+    seeds = sorted(a.keys() & b.keys())
+    if len(seeds) < 2:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    sd = statistics.stdev(d)
+    if sd == 0:
+        return None
+    mean, half = statistics.fmean(d), t_quantile(level, len(d) - 1) * sd / math.sqrt(len(d))
+    return Interval(mean, mean - half, mean + half, len(d) - 1, (len(d), len(d)))
+
+
+def verdict(
+    interval: Interval | None, a: str = "EffSSL", b: str = "SimCLR", margin: float = AGREE_MARGIN
+) -> str:
+    """Protocol 02's rule on the Welch interval of A - B, in its order: "<A> better" (or
+    "<B> better") when it excludes 0; "agree" when it lies inside [-margin, +margin]; else
+    "not shown either way" (also without an interval)."""
+    if interval is not None and interval.low > 0:
+        return f"{a} better"
+    if interval is not None and interval.high < 0:
+        return f"{b} better"
+    if interval is not None and -margin <= interval.low and interval.high <= margin:
+        return "agree"
+    return "not shown either way"

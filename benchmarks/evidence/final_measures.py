@@ -1,0 +1,185 @@
+"""Protocol 02's final measures, once a run has finished its schedule, on the frozen backbone
+of its last epoch's checkpoint, on the 10,000 test images: the weighted kNN against the
+run's own 5,000 training images, the same against the *unseen reference* (5,000 pool images
+no run trained on), and the linear probe. Each run's measures go to ``<run>/final.json`` as
+they finish, so that a stopped pass continues where it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .data import (
+    ensure_data,
+    names_digest,
+    prepare_split,
+    prepare_study_data,
+    share_name,
+    study_data,
+)
+from .equal_compute import EQUAL_COMPUTE_PLANS, FINAL_FILE
+from .evaluation import (
+    backbone_features,
+    eval_sets,
+    linear_command,
+    load_images,
+    run_probe,
+    weighted_knn,
+)
+from .orchestration import planned_runs, write_settings
+from .runs import DIVERGED, finished, paused, run_epochs, run_name, set_threads
+
+#: final.json's keys of the three measures (top-1 on the test images)
+MEASURE_KEYS = {"knn_own": "knn_own_top1", "knn_unseen": "knn_unseen_top1", "linear": "linear"}
+
+
+def unseen_names(manifest: dict, start: int, count: int) -> dict[str, list[str]]:
+    """The unseen reference of a split's ``manifest``: in every class, the images
+    ``start + 1`` to ``start + count`` of the pool's drawn order (protocol 02: the 501st to
+    1,000th, after the 10% share's first 500 and inside the 40% share's 2,000), sorted."""
+    names = {}
+    for cls, pool in sorted(manifest["pool_order"].items()):
+        if len(pool) < start + count:
+            raise ValueError(f"class {cls}: {len(pool)} pool images, fewer than {start + count}")
+        names[cls] = sorted(pool[start : start + count])
+    return names
+
+
+def unseen_problems(manifest: dict, names: dict[str, list[str]], share: str) -> list[str]:
+    """Every way the unseen reference ``names`` fails its rules: disjoint from the validation
+    images and from the training share ``share``, inside the pool, every class alike."""
+    trained = manifest["shares"][share]["names"]
+    problems = []
+    if sorted(names) != sorted(manifest["val"]) or sorted(names) != sorted(trained):
+        problems.append("the unseen reference has other classes than the split")
+    if len({len(v) for v in names.values()}) != 1:
+        problems.append("the unseen reference is not stratified")
+    for cls, ns in names.items():
+        if set(ns) & set(manifest["val"].get(cls, [])):
+            problems.append(f"the unseen reference shares validation images of {cls}")
+        if set(ns) & set(trained.get(cls, [])):
+            problems.append(f"the unseen reference shares training images of {cls}")
+        if not set(ns) <= set(manifest["pool_order"].get(cls, [])):
+            problems.append(f"the unseen reference is not inside the pool for {cls}")
+    return problems
+
+
+def unseen_reference(args, data: Path) -> tuple[list[Path], list[int], str]:
+    """(files, labels, name digest) of the unseen reference of the study's split: as many
+    images a class as the training share holds, right after them in the pool's order;
+    checked against its rules (:func:`unseen_problems`). Labels are ImageFolder's (the
+    sorted class names' indices)."""
+    split = prepare_split(data, args.holdout, args.split_seed, [args.fraction])
+    manifest = json.loads((split / "manifest.json").read_text())
+    share = share_name(args.fraction)
+    per_class = manifest["shares"][share]["per_class"]
+    names = unseen_names(manifest, per_class, per_class)
+    if problems := unseen_problems(manifest, names, share):
+        sys.exit(f"{split}: {'; '.join(problems)}")
+    classes = sorted(names)
+    files = [data / "train" / cls / n for cls in classes for n in names[cls]]
+    labels = [i for i, cls in enumerate(classes) for _ in names[cls]]
+    return files, labels, names_digest(names)
+
+
+def measure_sets(args, data: Path) -> dict:
+    """The images of the final kNN: the run's training share (own reference), the unseen
+    reference, the test images; each (images, labels), and the unseen reference's digest."""
+    import torch
+
+    train_dir = study_data(args, data)[0]
+    own_x, own_y, test_x, test_y = eval_sets(train_dir, -1, data / "test")
+    files, labels, digest = unseen_reference(args, data)
+    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
+    if classes != sorted({f.parent.name for f in files}):
+        sys.exit(f"the unseen reference's classes differ from {train_dir}'s")
+    unseen = (load_images([str(f) for f in files]), torch.tensor(labels))
+    return {"own": (own_x, own_y), "unseen": unseen, "test": (test_x, test_y), "digest": digest}
+
+
+def final_checkpoint(run_dir: Path, method: str, epochs: int) -> Path | None:
+    """The run's checkpoint after its last epoch (``...-ep=<epochs - 1>.ckpt``: Lightning
+    counts from 0), the newest if several; None when none is here (checkpoints stay local)."""
+    from effssl_plugin.run_layout import checkpoint_epoch
+
+    ckpts = [
+        p for p in (run_dir / "ckpt" / method).glob("*/*.ckpt") if checkpoint_epoch(p) == epochs - 1
+    ]
+    return max(ckpts, key=lambda p: p.stat().st_mtime) if ckpts else None
+
+
+def final_knn(ckpt: Path, sets: dict) -> dict:
+    """Both kNN measures of a checkpoint's frozen backbone on the test images: against the
+    run's own training images and against the unseen reference (features computed once)."""
+    from effssl_plugin.evaluation import load_pretrained_backbone
+
+    start = time.perf_counter()
+    backbone, _, _ = load_pretrained_backbone(ckpt)
+    images = [sets["own"][0], sets["unseen"][0], sets["test"][0]]
+    own, unseen, test = backbone_features(backbone, images)
+    own1, own5 = weighted_knn(own, sets["own"][1], test, sets["test"][1])
+    unseen1, unseen5 = weighted_knn(unseen, sets["unseen"][1], test, sets["test"][1])
+    return {
+        "knn_own_top1": own1,
+        "knn_own_top5": own5,
+        "knn_unseen_top1": unseen1,
+        "knn_unseen_top5": unseen5,
+        "unseen_sha256": sets["digest"],
+        "knn_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def write_json(path: Path, value: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def measure_run(args, run_dir: Path, method: str, variant: str, data: Path, sets: dict) -> None:
+    """A finished run's missing final measures into ``final.json`` (each saved when done);
+    ``sets`` (:func:`measure_sets`) is loaded on first need and kept for the next run."""
+    path = run_dir / FINAL_FILE
+    result = json.loads(path.read_text()) if path.exists() else {}
+    if all(key in result for key in MEASURE_KEYS.values()):
+        return
+    epochs = run_epochs(args, variant)
+    ckpt = final_checkpoint(run_dir, method, epochs)
+    if ckpt is None:
+        print(f"== final measures {run_dir.name}: skipped, no checkpoint of epoch {epochs} here")
+        return
+    print(f"== final measures {run_dir.name} ({ckpt.name})", flush=True)
+    result |= {"epochs": epochs, "checkpoint": str(ckpt.relative_to(run_dir)), "images": "test"}
+    if "knn_own_top1" not in result:
+        if not sets:
+            sets.update(measure_sets(args, data))
+        result |= final_knn(ckpt, sets)
+        write_json(path, result)
+        print(f"   kNN own {result['knn_own_top1']:.2f}, unseen {result['knn_unseen_top1']:.2f}")
+    if "linear" not in result:
+        cmd = linear_command(args, ckpt, run_dir, data / "test", -1, logs="linear_test")
+        if (probe := run_probe(args, cmd, run_dir)) is not None:
+            write_json(path, result | {"linear": probe})
+
+
+def final_measures(args) -> None:
+    """Protocol 02's final measures of every finished, not diverged run of ``--plan``'s
+    protocol-02 plans and ``--seeds`` (:func:`measure_run`); stops before the next run while
+    ``PAUSE`` exists."""
+    plans = [p for p in args.plan if p in EQUAL_COMPUTE_PLANS]
+    if not plans or not getattr(args, "holdout", 0):
+        sys.exit(f"--final-measures needs --holdout and a plan of {list(EQUAL_COMPUTE_PLANS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_settings(args)
+    set_threads(args)
+    prepare_study_data(args)
+    data, sets = ensure_data(args.data_dir), {}
+    for method, variant, seed in dict.fromkeys(r for p in plans for r in planned_runs(args, p)):
+        if paused(args.out):
+            print("PAUSE present: stopping before the next run's final measures")
+            break
+        run_dir = args.out / "runs" / run_name(method, variant, seed)
+        if finished(args, method, variant, seed) and not (run_dir / DIVERGED).exists():
+            measure_run(args, run_dir, method, variant, data, sets)
