@@ -8,6 +8,7 @@ subcommand prints what it saw and exits non-zero when its check fails.
     gpu_checks.py ckpt-bank RUN_DIR --dtype bfloat16
     gpu_checks.py bank-oob --device cuda --case ema|fill|columns
     gpu_checks.py epochs --csv STEP_COST.csv --budget 240 --train-images 50000 --batch 512
+    gpu_checks.py pipeline-rate [--device cuda] [--model resnet18] [--batch 512]
     gpu_checks.py suite-summary STUDY_DIR ...
 
 ``train`` composes the launcher's ``effssl`` config with the overrides, exactly as
@@ -430,6 +431,61 @@ def cmd_epochs(args) -> int:
     return 0
 
 
+def cmd_pipeline_rate(args) -> int:
+    """Images a second of ``data.pipeline=tensor``'s batched augmentation on the device
+    (the CIFAR views of each method's config, on uint8 batches already there) against the
+    images a second of the method's training step (``step_cost.py``, same batch), one JSON
+    row per method. The pipeline keeps up when its rate is above the step's."""
+    import statistics
+    import time
+
+    import torch
+    from hydra import compose, initialize_config_module
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import step_cost
+
+    from effssl_plugin import register
+    from effssl_plugin.tensor_data import batch_views_from_cfg, seeded_generator
+
+    register()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    rows = []
+    for method in args.methods:
+        with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+            cfg = compose(method, ["dataset=cifar10", "data.pipeline=tensor"])
+        views = batch_views_from_cfg(cfg)
+        images = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, device=device)
+        generator = seeded_generator(device, 0, 0, 0)
+        for _ in range(2):  # warm-up
+            views(images, generator)
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            views(images, generator)
+        sync()
+        pipeline_s = (time.perf_counter() - start) / args.iters
+        ns = argparse.Namespace(
+            model=args.model, size=32, batch=args.batch, device=args.device,
+            precision=args.precision, samples=args.samples, negatives=-1, overrides=[],
+        )  # fmt: skip
+        model, num_views = step_cost.build(method, ns)
+        times, _ = step_cost.run_steps(model, num_views, args.steps + 1, ns, device)
+        step_s = statistics.median(times[1:])
+        row = {
+            "method": method, "device": args.device, "model": args.model, "batch": args.batch,
+            "views": num_views, "pipeline_images_per_s": args.batch / pipeline_s,
+            "step_images_per_s": args.batch / step_s,
+        }  # fmt: skip
+        row["pipeline_over_step"] = row["pipeline_images_per_s"] / row["step_images_per_s"]
+        rows.append(row)
+        print(json.dumps(row))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
 def cmd_suite_summary(args) -> int:
     """One line per run of the given study folders: epochs planned and done, training
     seconds, kNN top-1 at each evaluated epoch."""
@@ -505,6 +561,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch", type=int, required=True)
     s.add_argument("--methods", nargs="+", default=["effssl", "simclr"])
 
+    s = sub.add_parser("pipeline-rate", help="batched augmentation against the step, images/s")
+    s.add_argument("--device", default="cuda")
+    s.add_argument("--model", default="resnet18")
+    s.add_argument("--batch", type=int, default=512)
+    s.add_argument("--precision", default="bf16-mixed")
+    s.add_argument("--samples", type=int, default=5000, help="EffSSL's bank rows")
+    s.add_argument("--iters", type=int, default=20)
+    s.add_argument("--steps", type=int, default=5)
+    s.add_argument("--methods", nargs="+", default=["effssl", "simclr"])
+    s.add_argument("--out", type=Path)
+
     s = sub.add_parser("suite-summary", help="the runs of gpu_suite.sh's study folders")
     s.add_argument("dirs", nargs="+", type=Path)
     s.add_argument("--planned", nargs="*", default=[], help="METHOD=EPOCHS ...")
@@ -531,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bank_oob(args)
     if args.cmd == "epochs":
         return cmd_epochs(args)
+    if args.cmd == "pipeline-rate":
+        return cmd_pipeline_rate(args)
     args.planned = dict(kv.split("=", 1) for kv in args.planned)
     return cmd_suite_summary(args)
 

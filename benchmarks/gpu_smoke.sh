@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU smoke test: about 5 minutes on one GPU, setup included. Each step is logged under a
+# The GPU smoke test: about 6 minutes on one GPU, setup included. Each step is logged under a
 # header; a failed step is recorded and the next one runs; the summary gives each step's
 # result and the exit status is non-zero if any step failed.
 #
@@ -26,6 +26,9 @@
 #   6 benchmarks/step_cost.py for effssl, simclr and the bare backbone
 #   7 an out-of-range index fed to the memory bank on CUDA (update_ema, fill_, the training
 #     step's batch_columns): the error a user gets
+#   8 data.pipeline=tensor's batched augmentation on the device, images a second, against the
+#     training step's (resnet18, batch 512, 32 px; issue 26), then 1 epoch of the launcher
+#     with data.pipeline=tensor
 #
 # On a device machine (gpu_prepare.sh prints the call):
 #   run(command="bash benchmarks/gpu_smoke.sh", carry=[".gpu"], timeout_s=600)
@@ -46,7 +49,7 @@ DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/effssl_smoke.XXXXXX")}
 OUT=${OUT:-$WORK/out}
 LIMIT_S=${LIMIT_S:-560}
-STEPS=${STEPS:-1 2 3 4 5 6 7}  # a rerun of some: STEPS="2 3" (3 continues 2's run)
+STEPS=${STEPS:-1 2 3 4 5 6 7 8}  # a rerun of some: STEPS="2 3" (3 continues 2's run)
 KNN_K=${KNN_K:-200}
 CORES=$(nproc)
 if [ "$DEVICE" = cuda ]; then
@@ -59,6 +62,7 @@ if [ "$DEVICE" = cuda ]; then
     PARALLEL=${PARALLEL:-1}
     MAX_GROWTH_MIB=${MAX_GROWTH_MIB:-16}  # live tensors at two epoch ends: no growth expected
     STEP_ARGS=(--rounds 2 --steps 5)
+    RATE_ARGS=(--model resnet18 --batch 512 --precision bf16-mixed)
     MACHINE=()                     # machine=auto: the GPU with the default precision
 else
     MODEL=${MODEL:-resnet10t}
@@ -70,6 +74,7 @@ else
     PARALLEL=${PARALLEL:-0}
     MAX_GROWTH_MIB=${MAX_GROWTH_MIB:-64}
     STEP_ARGS=(--rounds 1 --steps 1 --samples 64 --negatives 8)
+    RATE_ARGS=(--model "$MODEL" --batch 16 --precision 32-true --samples 64 --iters 2 --steps 1)
     MACHINE=(machine=cpu)
     EXTRA=${EXTRA:-method_kwargs.proj_hidden_dim=64 method_kwargs.proj_output_dim=32}
 fi
@@ -94,7 +99,7 @@ record() {
 step() {
     local n=$1 name=$2 fn=$3 needs=${4:-} rc=0
     echo
-    echo "== [$n/7] $name  ($(date -u +%T), ${SECONDS}s of ${LIMIT_S}s used)"
+    echo "== [$n/8] $name  ($(date -u +%T), ${SECONDS}s of ${LIMIT_S}s used)"
     if [[ " $STEPS " != *" $n "* ]]; then
         record "$n" "$name" "skipped: not in STEPS"
         return 0
@@ -255,13 +260,20 @@ s_bank_oob() {
     return "$failed"
 }
 
+s_pipeline() {
+    timeout "$(left)" "$PY" benchmarks/gpu_checks.py pipeline-rate --device "$DEVICE" \
+        "${RATE_ARGS[@]}" --out "$RES/pipeline_rate.json" 2>&1 | tee "$RES/pipeline_rate.log"
+    launch "$WORK/runs/tensor" 1 "data.val_path='$DATA/test'" data.pipeline=tensor 2>&1 \
+        | tee "$RES/tensor_pipeline.log"
+}
+
 # ---------------------------------------------------------------------------- main
 main() {
     echo "== effssl GPU smoke: DEVICE=$DEVICE MODEL=$MODEL BATCH=$BATCH NEGATIVES=$NEGATIVES" \
         "WORKERS=$WORKERS KNN_K=$KNN_K KNN_TOL=$KNN_TOL KNN_DTYPE_TOL=$KNN_DTYPE_TOL" \
         "PARALLEL=$PARALLEL LIMIT_S=$LIMIT_S" \
         "WORK=$WORK"
-    echo "== [0/7] setup  ($(date -u +%T))"
+    echo "== [0/8] setup  ($(date -u +%T))"
     SETUP_OK=1
     # in this shell (its exports must stay), each command checked inside the functions
     if gpu_setup && { [ -n "${DATA_DIR:-}" ] ||
@@ -284,6 +296,7 @@ main() {
     step 5 "2 epochs without validation, memory per epoch" s_noval
     step 6 "step cost of effssl, simclr and the bare backbone" s_step_cost
     step 7 "out-of-range bank index on CUDA" s_bank_oob cuda
+    step 8 "data.pipeline=tensor: augmentation images/s against the step's" s_pipeline
 
     echo
     echo "== summary ($DEVICE, ${SECONDS}s)"

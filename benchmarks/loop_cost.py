@@ -23,7 +23,10 @@ callback stamps every batch, so each loop step splits into:
 ``--loop-config`` runs the loop in other thread layouts to expose oversubscription:
 ``default`` (``machine=cpu``: ``data.num_workers`` = cores - 1, torch's threads = cores),
 ``w0`` (no worker process: the main process decodes), ``t1`` (one torch thread beside the
-workers). The data pipeline's own cost (``decode`` and ``augment`` seconds per batch, one
+workers), and ``tensor`` (``data.pipeline=tensor``: decoded once, no worker, the batched
+augmentation in the main process before each step, so inside ``data_wait``). EffSSL's
+calibration pass is timed per batch (train start to the first batch, over the calibration's
+batches). The data pipeline's own cost (``decode`` and ``augment`` seconds per batch, one
 process) is measured apart, from the same dataset.
 
 Writes ``loop_cost_<model>_b<batch>.csv`` (one row per round, method and loop config) and
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import statistics
 import sys
@@ -53,7 +57,12 @@ import step_cost  # noqa: E402  (benchmarks/step_cost.py: the pure step)
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10_jpg_q75.tar.gz"
-LOOP_CONFIGS = {"default": [], "w0": ["data.num_workers=0"], "t1": []}
+LOOP_CONFIGS = {
+    "default": ["data.pipeline=pil"],
+    "w0": ["data.pipeline=pil", "data.num_workers=0"],
+    "t1": ["data.pipeline=pil"],
+    "tensor": ["data.pipeline=tensor"],
+}
 FIELDS = [
     "round",
     "method",
@@ -64,6 +73,7 @@ FIELDS = [
     "data_wait_s",
     "epoch_edge_s_per_step",
     "checkpoint_s_per_step",
+    "calibration_s_per_batch",
     "pure_step_s",
     "ratio",
 ]
@@ -77,6 +87,10 @@ class LoopProbe(Callback):
         self.starts: list[tuple[int, float]] = []
         self.ends: list[tuple[int, float]] = []
         self.checkpoints: list[tuple[int, float]] = []
+        self.train_start = 0.0
+
+    def on_train_start(self, trainer, module) -> None:
+        self.train_start = time.perf_counter()  # before the module's hook: its calibration
 
     def on_fit_start(self, trainer, module) -> None:
         save = trainer.save_checkpoint
@@ -95,7 +109,9 @@ class LoopProbe(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         self.ends.append((trainer.current_epoch, time.perf_counter()))
 
-    def breakdown(self, first_epoch: int = 1) -> dict[str, float]:
+    def breakdown(
+        self, num_samples: int, batch_size: int, calibrates: bool, first_epoch: int = 1
+    ) -> dict[str, float]:
         """Medians per step of the epochs from ``first_epoch`` on (see the module)."""
         stamps = zip(self.starts, self.ends, strict=True)
         steps = [(e, s, t) for (e, s), (_, t) in stamps if e >= first_epoch]
@@ -110,6 +126,10 @@ class LoopProbe(Callback):
         edge = statistics.median(edges) if edges else 0.0
         total = steps[-1][2] - steps[0][1] + edge
         ckpt = [s for e, s in self.checkpoints if e >= first_epoch]
+        # EffSSL's calibration (one pass over the training set) runs between train start and
+        # the first batch, with the loader's start: per calibration batch
+        batches = math.ceil(num_samples / batch_size)
+        calibration = (self.starts[0][1] - self.train_start) / batches if calibrates else 0.0
         return {
             "steps": len(steps),
             "loop_s_per_step": total / len(steps),
@@ -117,6 +137,7 @@ class LoopProbe(Callback):
             "data_wait_s": statistics.median(inside) if inside else 0.0,
             "epoch_edge_s_per_step": sum(edges) / len(steps),
             "checkpoint_s_per_step": sum(ckpt) / len(steps),
+            "calibration_s_per_batch": calibration,
         }
 
 
@@ -168,7 +189,7 @@ def loop_run(method: str, train: Path, args, loop_config: str) -> dict[str, floa
         pretrain(cfg, extra_callbacks=[probe])
     finally:
         torch.set_num_threads(threads)
-    return probe.breakdown()
+    return probe.breakdown(10 * args.per_class, args.batch, method == "effssl")
 
 
 def pure_step(method: str, samples: int, args) -> float:
@@ -189,13 +210,15 @@ def pure_step(method: str, samples: int, args) -> float:
 
 
 def pipeline_cost(method: str, train: Path, args) -> dict[str, float]:
-    """Seconds per batch of the training dataset in one process: JPEG decoding alone, and
-    decoding plus the method's augmentations (what the workers do)."""
+    """Seconds per batch of the training dataset in one process: JPEG decoding alone,
+    decoding plus the method's PIL augmentations (what the workers do), and the batched
+    augmentation of ``data.pipeline=tensor`` on a decoded batch."""
     from PIL import Image
 
     from effssl_plugin import register
     from effssl_plugin.config import parse_pretrain_cfg
     from effssl_plugin.data import build_pretrain_dataset
+    from effssl_plugin.tensor_data import batch_views_from_cfg
 
     register()
     cfg = parse_pretrain_cfg(launcher_cfg(method, train, args, []))
@@ -210,7 +233,27 @@ def pipeline_cost(method: str, train: Path, args) -> dict[str, float]:
     for i in range(min(args.batch, len(dataset))):
         dataset[i]
     full = time.perf_counter() - t
-    return {"decode_s_per_batch": decode, "augment_s_per_batch": full - decode}
+    views = batch_views_from_cfg(cfg)
+    images = _decoded(paths)
+    views(images, None)  # warm-up
+    t = time.perf_counter()
+    for _ in range(3):
+        views(images, None)
+    batched = (time.perf_counter() - t) / 3
+    return {
+        "decode_s_per_batch": decode,
+        "augment_s_per_batch": full - decode,
+        "tensor_augment_s_per_batch": batched,
+    }
+
+
+def _decoded(paths: list[Path]) -> torch.Tensor:
+    """The images at ``paths`` as one uint8 batch (N, 3, H, W)."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def main() -> None:
@@ -244,7 +287,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"loop_cost_{args.model}_b{args.batch}.csv"
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS + ["decode_s_per_batch", "augment_s_per_batch"])
+        costs_fields = ["decode_s_per_batch", "augment_s_per_batch", "tensor_augment_s_per_batch"]
+        writer = csv.DictWriter(f, FIELDS + costs_fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, **costs[row["method"]]})

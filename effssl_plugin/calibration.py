@@ -45,7 +45,8 @@ class BankOwner(Protocol):
 def calibration_loader(module: BankOwner) -> DataLoader:
     """The training set (``module.calibration_dataset``, else the training loader's) in this
     rank's :func:`calibration_batches`, with the training loader's batch size and
-    :func:`calibration_workers`."""
+    :func:`calibration_workers` (none for a set decoded in memory, whose batches are
+    fetched whole: :class:`effssl_plugin.tensor_data.DecodedImages`)."""
     train_loader = module.trainer.train_dataloader
     dataset = module.calibration_dataset or getattr(train_loader, "dataset", None)
     if dataset is None:
@@ -60,10 +61,12 @@ def calibration_loader(module: BankOwner) -> DataLoader:
         )
     batch_size = getattr(train_loader, "batch_size", None) or module.batch_size
     rank, world = module.trainer.global_rank, module.trainer.world_size
+    in_memory = getattr(dataset, "in_memory", False)  # data.pipeline=tensor: no worker
     return DataLoader(
         dataset,
         batch_sampler=calibration_batches(len(dataset), batch_size, module.seed, rank, world),
-        num_workers=calibration_workers(module, train_loader),
+        num_workers=0 if in_memory else calibration_workers(module, train_loader),
+        collate_fn=getattr(dataset, "collate_fn", None),  # a decoded set's batches: as they are
         pin_memory=module.device.type == "cuda",
     )
 

@@ -27,6 +27,7 @@ __all__ = [
     "InputFacts",
     "NUMERIC_KEYS",
     "Numeric",
+    "PIPELINES",
     "check_checkpoint_storage",
     "check_choices",
     "check_config_and_paths",
@@ -54,6 +55,10 @@ FOLDER_DATASETS = ("custom", "imagenet", "imagenet100")
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 #: the data formats solo-learn reads
 DATA_FORMATS = ("image_folder", "dali", "h5")
+#: ``data.pipeline``: solo-learn's per-image PIL augmentation in DataLoader workers, or the
+#: training set decoded once and augmented a batch at a time on the training device
+#: (:mod:`effssl_plugin.tensor_data`; image folders and torchvision's CIFAR/STL-10 only)
+PIPELINES = ("pil", "tensor")
 
 
 def select(cfg: Any, key: str, default: Any = None) -> Any:
@@ -236,14 +241,21 @@ def check_checkpoint_storage(keep_last: Any, bank: Any) -> None:
 
 def check_choices(cfg: DictConfig, facts: InputFacts) -> None:
     """Keys that take one of a few names: ``data.dataset``, ``method``, ``checkpoint.bank``,
-    ``data.format`` (with DALI importable), and EffSSL's ``method_kwargs`` (every key known,
-    every value in range, one view per image)."""
+    ``data.format`` (with DALI importable), ``data.pipeline``, and EffSSL's ``method_kwargs``
+    (every key known, every value in range, one view per image)."""
     check_dataset(cfg, facts)
     if facts.methods and cfg.method not in facts.methods:
         raise ConfigError(f"method={cfg.method!r} is unknown.{suggest(cfg.method, facts.methods)}")
     _check_choice("checkpoint.bank", select(cfg, "checkpoint.bank", "full"), BANK_STORAGE)
     data_format = select(cfg, "data.format", "image_folder")
     _check_choice("data.format", data_format, DATA_FORMATS)
+    pipeline = select(cfg, "data.pipeline", "pil")
+    _check_choice("data.pipeline", pipeline, PIPELINES)
+    if pipeline == "tensor" and data_format != "image_folder":
+        raise ConfigError(
+            f"data.pipeline=tensor decodes image folders or CIFAR/STL-10 into memory, not "
+            f"data.format={data_format} (DALI runs its own pipeline): use data.pipeline=pil"
+        )
     if data_format == "dali" and facts.dali_import_error is not None:
         raise ConfigError(f"data.format=dali needs NVIDIA DALI: {facts.dali_import_error}")
     check_timm_model(cfg, facts)

@@ -33,10 +33,16 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from effssl_plugin import checks
+from effssl_plugin.augment import BatchViews
 from effssl_plugin.checks import FOLDER_DATASETS, FolderFacts, InputFacts
 from effssl_plugin.cli import hydra_config_name
 from effssl_plugin.errors import ConfigError, DataError
 from effssl_plugin.preprocessing import eval_transform
+from effssl_plugin.tensor_data import (
+    batch_views_from_cfg,
+    decode_dataset,
+    decoded_loader,
+)
 
 __all__ = [
     "PretrainData",
@@ -246,13 +252,15 @@ def build_pretrain_dataset(cfg: omegaconf.DictConfig) -> Dataset:
 @dataclass
 class PretrainData:
     """The training data of a run: a DataLoader (image folders, h5) or a DALI datamodule, the
-    number of training images (EffSSL's bank rows) and EffSSL's calibration dataset (DALI:
-    an ImageFolder of the same files; ``None``: the training dataset)."""
+    number of training images (EffSSL's bank rows), EffSSL's calibration dataset (DALI:
+    an ImageFolder of the same files; ``None``: the training dataset) and, with
+    ``data.pipeline=tensor``, the augmentation the training device applies to each batch."""
 
     num_samples: int
     train_loader: DataLoader | None = None
     datamodule: Any = None
     calibration: Dataset | None = None
+    views: BatchViews | None = None
 
     def fit_kwargs(self, val_loader: DataLoader | None) -> dict[str, Any]:
         """``Trainer.fit``'s data arguments, with ``val_loader`` (or no validation)."""
@@ -265,9 +273,18 @@ class PretrainData:
 
 def build_pretrain_data(cfg: omegaconf.DictConfig) -> PretrainData:
     """solo-learn's pretraining data: its DataLoader (paths checked, unreadable images named
-    or skipped), or with ``data.format=dali`` its DALI datamodule; for EffSSL with DALI, the
+    or skipped); with ``data.pipeline=tensor`` its dataset decoded once and the batched
+    augmentation (:mod:`effssl_plugin.tensor_data`); or with ``data.format=dali`` its DALI
+    datamodule; for EffSSL with DALI, the
     sample indexes as labels and a calibration ImageFolder listing the same files (refused
     before anything is built where the two lists differ)."""
+    if cfg.data.format != "dali" and omegaconf_select(cfg, "data.pipeline", "pil") == "tensor":
+        decoded = decode_dataset(build_pretrain_dataset(cfg))
+        loader = decoded_loader(decoded, batch_size=cfg.optimizer.batch_size)
+        views = batch_views_from_cfg(cfg)
+        if cfg.debug_augmentations:
+            print(f"Batched on the device (data.pipeline=tensor): {views}")
+        return PretrainData(len(decoded), train_loader=loader, views=views)
     if cfg.data.format != "dali":
         dataset = build_pretrain_dataset(cfg)
         loader = prepare_dataloader(

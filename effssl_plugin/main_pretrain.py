@@ -57,6 +57,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     from effssl_plugin.errors import ConfigError
     from effssl_plugin.export import EncoderExport
     from effssl_plugin.summary import RunSummary, report_if_finished
+    from effssl_plugin.tensor_data import DeviceAugmentation
 
     register()
     # the one check pass, before anything is built: every key, path and choice, and (where
@@ -95,10 +96,15 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
         model = model.to(memory_format=torch.channels_last)
     if data.calibration is not None:
         model.calibration_dataset = data.calibration
+    if data.views is not None and cfg.method == "effssl":  # the calibration's training view
+        model.calibration_views = data.views
 
     # callbacks: solo-learn's with atomic checkpoints in the run directory, learning-rate
-    # logging with any logger, then the encoder export and the end-of-run summary
+    # logging with any logger, the batched augmentation (data.pipeline=tensor), then the
+    # encoder export and the end-of-run summary
     callbacks: list = [LearningRateMonitor(logging_interval="step"), EncoderExport(cfg, run_dir)]
+    if data.views is not None:  # data.pipeline=tensor: each batch augmented on the device
+        callbacks.append(DeviceAugmentation(data.views, cfg.seed))
     if cfg.checkpoint.enabled:
         callbacks.append(AtomicCheckpointer.from_cfg(cfg, run_dir))
     if omegaconf_select(cfg, "auto_umap.enabled", False):

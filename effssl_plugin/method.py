@@ -23,6 +23,7 @@ from solo.methods.base import BaseMethod
 from solo.utils.misc import omegaconf_select
 from torch.utils.data import Dataset
 
+from effssl_plugin.augment import CALIBRATION_STREAM, BatchViews, seeded_generator
 from effssl_plugin.bank import (
     BANK_DTYPES,
     MemoryBank,
@@ -77,6 +78,9 @@ class EffSSL(BaseMethod):
         #: optional dataset of ``(index, [view], target)`` for calibration; defaults to the
         #: training dataloader's dataset
         self.calibration_dataset: Dataset | None = None
+        #: ``data.pipeline=tensor``: the augmentation that turns the calibration's uint8
+        #: batches into the training view (:mod:`effssl_plugin.tensor_data`)
+        self.calibration_views: BatchViews | None = None
         self._pending_update: Callable[[], None] | None = None
         self._host_indexes: torch.Tensor | None = None
         self._epoch_start_update = 0
@@ -252,7 +256,15 @@ class EffSSL(BaseMethod):
                 flush=True,
             )
 
+        views, generator = self.calibration_views, None
+        if views is not None:
+            generator = seeded_generator(
+                self.device, self.seed, trainer.global_rank, CALIBRATION_STREAM
+            )
+
         def encode(x: torch.Tensor) -> torch.Tensor:
+            if views is not None:
+                x = views(x, generator)[0]
             if not self.no_channel_last:
                 x = x.to(memory_format=torch.channels_last)
             with trainer.strategy.precision_plugin.forward_context():

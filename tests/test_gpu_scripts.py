@@ -182,16 +182,17 @@ def test_smoke_script_cpu_path_passes_every_applicable_step(tmp_path):
     summary = (out / "summary.txt").read_text().splitlines()
     assert proc.returncode == 0, "\n".join(summary) + proc.stdout[-5000:]
     results = dict(line.split(": ", 1) for line in summary if line[:1].isdigit())
-    assert len(results) == 8, summary
+    assert len(results) == 9, summary
     assert results.pop("1 sync test (tests/test_step_sync.py -k cuda)") == "skipped: no CUDA"
     assert results.pop("7 out-of-range bank index on CUDA") == "skipped: no CUDA"
     assert set(results.values()) == {"PASS"}, results
-    assert summary[-1] == "smoke: 6 passed, 0 failed, 2 skipped"
+    assert summary[-1] == "smoke: 7 passed, 0 failed, 2 skipped"
     log = (out / "smoke.log").read_text()
     assert "online val_knn_acc1" in log and "Resuming from previous checkpoint" in log
     assert "[probe] end of epoch 1" in log and "checkpoint.bank=bfloat16: PASS" in log
     with tarfile.open(out / "smoke_results.tar.gz") as tar:
         names = tar.getnames()
     assert "results/knn_offline.json" in names and "results/noval_probe.json" in names
+    assert "results/pipeline_rate.json" in names
     assert any(n.startswith("results/step_cost/step_cost_cpu_") for n in names)
     assert not [n for n in names if n.endswith(".ckpt")]

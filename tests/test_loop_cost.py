@@ -25,7 +25,8 @@ def test_breakdown_splits_steps_waits_and_epoch_edges():
             t += 1.5
         t += 4.0 - 0.5
         probe.checkpoints.append((epoch, 3.0))
-    out = loop_cost.LoopProbe.breakdown(probe)
+    probe.train_start = -130.0  # calibration: 30 s before epoch 0's first batch, 10 batches
+    out = loop_cost.LoopProbe.breakdown(probe, num_samples=2560, batch_size=256, calibrates=True)
     assert out["steps"] == 6
     assert out["in_step_s"] == pytest.approx(1.0)
     assert out["data_wait_s"] == pytest.approx(0.5)
@@ -33,3 +34,4 @@ def test_breakdown_splits_steps_waits_and_epoch_edges():
     assert out["loop_s_per_step"] == pytest.approx((6 * 1.0 + 4 * 0.5 + 2 * 4.0) / 6)
     assert out["epoch_edge_s_per_step"] == pytest.approx(4.0 / 6)
     assert out["checkpoint_s_per_step"] == pytest.approx(6.0 / 6)
+    assert out["calibration_s_per_batch"] == pytest.approx(30.0 / 10)
