@@ -4,7 +4,8 @@
 # result and the exit status is non-zero if any step failed.
 #
 #   0 setup: python3, the carried wheels (gpu_prepare.sh), the CIFAR-10 subset
-#   1 tests/test_step_sync.py -k cuda (no host sync in the step; a skip is a failure)
+#   1 tests/test_step_sync.py and tests/test_augment.py -k cuda (no host sync in the step; the
+#     batched augmentation on CUDA equals the CPU's; a skip is a failure)
 #   2 pretrain, the real launcher (main_pretrain.py --config-name effssl), max_epochs=3
 #     stopped after 2 epochs (++max_steps: an interruption at a known point), the default
 #     precision with the online kNN; then the online val_knn_acc1 of epoch 2 against an
@@ -158,7 +159,7 @@ the_run_dir() {  # the one run directory under $1/effssl
 s_sync() {
     local log=$RES/sync_test.txt
     timeout "$(left)" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_step_sync.py \
-        -k cuda 2>&1 | tee "$log"
+        tests/test_augment.py -k cuda 2>&1 | tee "$log"
     if grep -Eq '[0-9]+ skipped' "$log"; then
         echo "a skipped test is a failure on a CUDA machine" >&2
         return 1
