@@ -76,6 +76,7 @@ from evidence.final_measures import final_measures
 from evidence.launcher import launcher_worker
 from evidence.official import official_worker
 from evidence.orchestration import run_all
+from evidence.parity import PARITY_PLAN
 from evidence.plans import PLANS
 from evidence.report import report
 from evidence.runs import REPO
@@ -83,7 +84,8 @@ from evidence.runs import REPO
 
 def add_study_options(p: argparse.ArgumentParser) -> None:
     """The options that define a study (recorded in ``settings.json``) and how it runs."""
-    p.add_argument("--plan", nargs="+", default=["main"], choices=[*PLANS, *EQUAL_COMPUTE_PLANS])
+    plans = [*PLANS, *EQUAL_COMPUTE_PLANS, PARITY_PLAN]
+    p.add_argument("--plan", nargs="+", default=["main"], choices=plans)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fraction", type=float, default=0.1)
     p.add_argument("--model", default="mobilenetv3_small_100")

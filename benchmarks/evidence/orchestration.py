@@ -15,6 +15,7 @@ import time
 from .data import prepare_study_data
 from .equal_compute import EQUAL_COMPUTE_PLANS, equal_compute_plan
 from .evaluation import K, T
+from .parity import PARITY_PLAN, parity_plan
 from .plans import PLANS
 from .report import report
 from .runs import STUDY_SCRIPT, finished, last_epoch, paused, run_name, run_schedule
@@ -60,6 +61,8 @@ def planned_runs(args, plan: str) -> list[tuple[str, str, int]]:
     protocol-02 plan's arms are fixed from its inputs (:func:`.equal_compute.fixed_arms`)."""
     if plan in EQUAL_COMPUTE_PLANS:
         return [(m, v, s) for s in args.seeds for m, v in equal_compute_plan(args, plan)]
+    if plan == PARITY_PLAN:
+        return [(m, v, s) for s in args.seeds for m, v in parity_plan(args)]
     runs = [(m, v, s) for s in args.seeds for m, v in PLANS[plan]]
     method = plan.removeprefix("lr_")
     if plan.startswith("lr_") and method in SEARCH_LR and last_epoch(args) == args.epochs:

@@ -6,6 +6,7 @@ run, keeps its overrides."""
 from __future__ import annotations
 
 from .equal_compute import schedule_overrides
+from .parity import pipeline_overrides
 from .search import search_plans, search_variants
 
 METHODS = ("effssl", "simclr", "byol", "mocov2plus", "official")
@@ -114,10 +115,11 @@ PLANS |= search_plans()
 def variant_overrides(variant: str) -> list[str]:
     """A variant's launcher overrides: a named one of :data:`VARIANTS`, or one named by its
     settings with a schedule of its own (protocol 02's arms, ``lr=<lr>,wu=0,ep=<epochs>``:
-    :func:`.equal_compute.schedule_overrides`)."""
+    :func:`.equal_compute.schedule_overrides`), or with a pipeline (protocol 04's arms,
+    ``lr=<lr>,wu=0,pipeline=<pil|tensor>``: :func:`.parity.pipeline_overrides`)."""
     if variant in VARIANTS:
         return VARIANTS[variant]
-    overrides = schedule_overrides(variant, VARIANTS)
+    overrides = schedule_overrides(variant, VARIANTS) or pipeline_overrides(variant, VARIANTS)
     if overrides is None:
         raise KeyError(f"unknown variant {variant!r}")
     return overrides

@@ -13,6 +13,7 @@ from .comparisons import comparison_lines, label
 from .equal_compute import ARMS_FILE
 from .equal_compute_report import equal_compute_report
 from .evaluation import K, T
+from .parity import parity_report_lines
 from .runs import DIVERGED, EvalLog, parse_run_name, run_dirs, run_epochs, run_name, studies
 from .search import (
     SEARCH_EXTENSION,
@@ -278,6 +279,7 @@ def report(args) -> None:
     plot(args, runs, reference)
     lines += ["![kNN against epochs and wall-clock](study.png)", ""]
     lines += search_lines(args, runs)
+    lines += parity_report_lines(args)
     lines += comparison_lines(runs, args.epochs)
     lines += evaluation_lines(runs)
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
