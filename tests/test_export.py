@@ -518,3 +518,50 @@ def test_linear_probe_on_an_exported_folder_equals_the_run_directory(tmp_path, m
 
     reference = probe(run)
     assert reference and probe(folder) == reference
+
+
+def test_a_linear_probe_trains_from_a_run_directory_in_the_fast_tier(tmp_path, monkeypatch):
+    """One epoch of effssl-linear in-process on a fake run (the slow test compares the run
+    directory with its export): it trains, reports its val metrics, and refuses a run
+    without validation data."""
+    from effssl_plugin.errors import EffSSLError
+    from effssl_plugin.main_linear import linear_probe
+
+    monkeypatch.chdir(tmp_path)
+    data = make_image_folder(tmp_path / "six", classes=6, per_class=3)  # top-5 needs >= 5
+    run, _ = fake_run(tmp_path, data, "effssl", "resnet10t", low_res=True)
+    overrides = [
+        f"pretrained_feature_extractor={run}",
+        "machine=cpu",
+        "max_epochs=1",
+        "optimizer.batch_size=6",
+        "data.num_workers=0",
+        "checkpoint.enabled=false",
+    ]
+    metrics = linear_probe(compose("linear", overrides))
+    assert {"val_acc1", "val_acc5", "val_loss"} <= set(metrics)
+    assert 0.0 <= metrics["val_acc1"] <= metrics["val_acc5"] <= 100.0
+    args = json.loads((run / "args.json").read_text())
+    args["data"]["val_path"] = None
+    (run / "args.json").write_text(json.dumps(args))
+    with pytest.raises(EffSSLError, match=r"data\.val_path is not set"):
+        linear_probe(compose("linear", overrides))
+
+
+def test_the_linear_config_overrides_the_runs_values_where_it_sets_them():
+    from effssl_plugin.main_linear import merge_with_pretrain_cfg
+
+    pre = OmegaConf.create(
+        {
+            "method": "effssl",
+            "backbone": {"name": "timm", "kwargs": {"model_name": "resnet18"}},
+            "data": {"dataset": "custom", "num_classes": 10, "val_path": "/v", "fraction": -1},
+            "augmentations": [{"crop_size": 32}],
+        }
+    )
+    cfg = OmegaConf.create({"data": {"val_path": None, "fraction": 0.5}, "max_epochs": 3})
+    merged = merge_with_pretrain_cfg(cfg, pre)
+    assert merged.data.val_path == "/v"  # null: the run's value
+    assert merged.data.fraction == 0.5 and merged.max_epochs == 3  # set: the linear config's
+    assert "num_classes" not in merged.data and merged.pretrain_method == "effssl"
+    assert merged.backbone.kwargs.model_name == "resnet18"
