@@ -639,7 +639,12 @@ def our_stats(params: AugmentationParams, u8: torch.Tensor) -> dict[str, np.ndar
     "name, params, drops",
     [
         ("cifar", CIFAR, {"jitter_prob": 0.0, "grayscale_prob": 0.0, "flip_prob": 0.0}),
-        ("all_ops", ALL_OPS, {"blur_prob": 0.0, "solarization_prob": 0.0}),
+        pytest.param(  # blur, solarize, equalize: each op's own image test is in the fast tier
+            "all_ops",
+            ALL_OPS,
+            {"blur_prob": 0.0, "solarization_prob": 0.0},
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_pipeline_statistics_match_solo_learn(real, cifar300, name, params, drops):
