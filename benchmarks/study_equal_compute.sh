@@ -61,7 +61,7 @@ if [ ! -f "$STEP_COST" ]; then
     fi
     {
         echo "$(date '+%F %T') step cost, commit $(git -C "$(dirname "$0")" rev-parse HEAD)"
-        echo "load before: $(cat /proc/loadavg), $(nproc) cpus, OMP_NUM_THREADS=$OMP_NUM_THREADS"
+        echo "load before: $(cat /proc/loadavg), $(nproc --all) cpus, OMP_NUM_THREADS=$OMP_NUM_THREADS"
     } >> "$OUT/step_cost.log"
     python benchmarks/step_cost.py --device cpu --model mobilenetv3_small_100 --batch 256 \
         --size 32 --samples 5000 --negatives -1 --methods effssl simclr backbone \

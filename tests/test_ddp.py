@@ -107,3 +107,20 @@ pretrain(cfg, extra_callbacks=[Check()])
             "bank.num_updates",
             "bank.weight",
         ]
+
+
+def test_ddp_with_the_tensor_pipeline_splits_the_decoded_set_and_keeps_the_bank_identical(
+    tmp_path,
+):
+    """data.pipeline=tensor under DDP: Lightning's DistributedSampler over the decoded set's
+    whole-batch fetches, the calibration over the decoded set, the bank identical on both
+    ranks at every step and every row written."""
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
+    probe = tmp_path / "probe"
+    run_probe(ddp_overrides(data, 2, "data.pipeline=tensor"), tmp_path, probe)
+    c0, c1 = checksums(probe, 0), checksums(probe, 1)
+    assert c0 == c1, "bank replicas diverged"
+    assert len(c0) == 2 * 2 + 1  # 11 samples per rank, batch 5, drop_last: 2 steps per epoch
+    assert len({h for _, h in c0}) == len(c0)
+    end0 = torch.load(probe / "bank_end_rank0.pt")
+    assert int(end0["num_updates"]) == 4 and (end0["last_write"] >= 0).all()
