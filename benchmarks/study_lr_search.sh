@@ -17,25 +17,12 @@
 # checkpoint); remove it and start the same command to continue.
 set -u
 OUT=${OUT:-benchmarks/results/lr_search}
-if [ -n "${PIN_SITE:-}" ]; then
-    export PYTHONPATH="$PIN_SITE${PYTHONPATH:+:$PYTHONPATH}"
-fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--holdout 500 --split-seed 0 --eval-set val --fraction 0.1 --model mobilenetv3_small_100
         --batch 256 --epochs 15 --eval-epochs 5 10 15 --threads 1 --out "$OUT")
-# where the code comes from: the pinned copy when PIN_SITE is set, else the checkout (checked
-# from / so that the current folder's effssl_plugin/ cannot stand in, as it cannot for study.py)
-(cd / && python - "${PIN_SITE:-}") <<'PY' || exit 1
-import importlib.util, os, sys
-import effssl_plugin
-pkg = os.path.realpath(os.path.dirname(effssl_plugin.__file__))
-configs = importlib.util.find_spec("effssl_plugin.configs").submodule_search_locations[0]
-configs = os.path.dirname(os.path.realpath(os.path.join(configs, "effssl.yaml")))
-print(f"effssl_plugin from {pkg}; configs from {configs}", flush=True)
-site = sys.argv[1]
-if site and not all(p.startswith(os.path.realpath(site) + os.sep) for p in (pkg, configs)):
-    sys.exit(f"PIN_SITE={site} is set but effssl_plugin imports from {pkg}")
-PY
-git -C "$(dirname "$0")" log -1 --format='study code: commit %H (%s)'
+# where the code comes from: the pinned copy when PIN_SITE is set, else the checkout
+# shellcheck source=benchmarks/study_common.sh
+. "$(dirname "$0")/study_common.sh"
+use_pinned_code || exit 1
 python benchmarks/study.py --random-init --seeds 0 1 2 "${COMMON[@]}"
 python benchmarks/study.py --plan lr_simclr lr_effssl lr_byol lr_mocov2plus --seeds 0 "${COMMON[@]}"

@@ -18,23 +18,13 @@
 set -u -o pipefail
 OUT=${OUT:-benchmarks/results/pipeline_parity}
 LR_SEARCH=${LR_SEARCH:-$(dirname "$OUT")/lr_search}
-if [ -n "${PIN_SITE:-}" ]; then
-    export PYTHONPATH="$PIN_SITE${PYTHONPATH:+:$PYTHONPATH}"
-fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 COMMON=(--holdout 500 --split-seed 0 --eval-set val --fraction 0.1 --model mobilenetv3_small_100
         --batch 256 --epochs 15 --eval-epochs 5 10 15 --threads 1 --lr-search "$LR_SEARCH"
         --out "$OUT")
-(cd / && python - "${PIN_SITE:-}") <<'PY' || exit 1
-import os, sys
-import effssl_plugin
-pkg = os.path.realpath(os.path.dirname(effssl_plugin.__file__))
-print(f"effssl_plugin from {pkg}", flush=True)
-site = sys.argv[1]
-if site and not pkg.startswith(os.path.realpath(site) + os.sep):
-    sys.exit(f"PIN_SITE={site} is set but effssl_plugin imports from {pkg}")
-PY
-git -C "$(dirname "$0")" log -1 --format='study code: commit %H (%s)'
+# shellcheck source=benchmarks/study_common.sh
+. "$(dirname "$0")/study_common.sh"
+use_pinned_code || exit 1
 python benchmarks/study.py --plan pipeline_parity --seeds 0 1 2 "${COMMON[@]}" || exit 1
 [ -e "$OUT/PAUSE" ] && { echo "PAUSE present: stopping"; exit 0; }
 python benchmarks/study.py --linear --plan pipeline_parity --seeds 0 1 2 "${COMMON[@]}"

@@ -86,3 +86,15 @@ def test_the_table_shows_every_seed_the_intervals_and_the_verdict(tmp_path):
     linear = next(line for line in lines if line.startswith("| effssl | linear"))
     assert "(n=2)" in linear  # seed 2's probe has not run
     assert parity.parity_report_lines(args)[0].startswith("## Pipeline parity")
+
+
+def test_the_runner_runs_the_protocols_plan_then_its_probes_from_pinned_code():
+    import subprocess
+
+    script = REPO / "benchmarks" / "study_parity.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert "use_pinned_code || exit 1" in text
+    plan = text.index("--plan pipeline_parity --seeds 0 1 2")
+    assert plan < text.index("--linear --plan pipeline_parity --seeds 0 1 2")
+    assert "--eval-set val" in text and "--epochs 15" in text  # protocol 01's regime
