@@ -209,4 +209,6 @@ class DeviceAugmentation(Callback):
     ) -> None:
         images = batch[1][0] if isinstance(batch[1], (list, tuple)) else batch[1]
         if images.dtype == torch.uint8:  # else already views (a batch seen twice)
-            batch[1] = self.views(images, self.generator)
+            views = self.views(images, self.generator)
+            # as Lightning converts a loader's float inputs (e.g. to bfloat16 under bf16-true)
+            batch[1] = trainer.strategy.precision_plugin.convert_input(views)

@@ -112,8 +112,15 @@ def _cifar_views():
     return batch_views_from_cfg(cfg)
 
 
-def _epoch_views(callback: DeviceAugmentation, epoch: int, images: torch.Tensor) -> torch.Tensor:
-    trainer = SimpleNamespace(current_epoch=epoch, global_rank=0)
+def _epoch_views(
+    callback: DeviceAugmentation, epoch: int, images: torch.Tensor, precision: str = "32-true"
+) -> torch.Tensor:
+    from lightning.pytorch.plugins.precision import HalfPrecision, Precision
+
+    plugin = HalfPrecision("bf16-true") if precision == "bf16-true" else Precision()
+    trainer = SimpleNamespace(
+        current_epoch=epoch, global_rank=0, strategy=SimpleNamespace(precision_plugin=plugin)
+    )
     module = SimpleNamespace(device=torch.device("cpu"))
     callback.on_train_epoch_start(trainer, module)
     batch = [torch.arange(len(images)), [images], torch.zeros(len(images))]
@@ -132,6 +139,16 @@ def test_device_augmentation_writes_the_views_into_the_batch_and_resumes_exactly
     resumed = DeviceAugmentation(_cifar_views(), seed=5)  # a run resumed at epoch 1
     assert torch.equal(_epoch_views(resumed, 1, images), epoch1)
     assert not torch.equal(_epoch_views(DeviceAugmentation(_cifar_views(), 6), 1, images), epoch1)
+
+
+def test_the_views_take_the_dtype_lightning_gives_a_loaders_inputs():
+    """Under a true half precision Lightning casts a loader's float inputs; the views made
+    after the transfer get the same cast (uint8 images pass through it unchanged)."""
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    half = _epoch_views(DeviceAugmentation(_cifar_views(), seed=5), 0, images, "bf16-true")
+    full = _epoch_views(DeviceAugmentation(_cifar_views(), seed=5), 0, images)
+    assert half.dtype == torch.bfloat16 and full.dtype == torch.float32
+    assert torch.equal(half, full.to(torch.bfloat16))
 
 
 def test_the_views_follow_the_config_crops_and_statistics():
