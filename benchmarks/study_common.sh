@@ -1,9 +1,11 @@
-# Sourced by the study runners (study_lr_search.sh, study_equal_compute.sh, study_parity.sh).
+# Sourced by the study runners (study_lr_search.sh, study_equal_compute.sh, study_parity.sh,
+# study_repro.sh).
 #
 # use_pinned_code: with PIN_SITE set (a `pip install --target` of a pinned worktree), puts it
 # first on PYTHONPATH and checks, from / so that the current folder's effssl_plugin/ cannot
 # stand in (as it cannot for study.py), that effssl_plugin and its configs import from there;
-# then prints the commit of the runner's worktree. Returns non-zero when they do not.
+# then prints the commit of the current folder (whose benchmarks/study.py runs). Returns
+# non-zero when they do not.
 use_pinned_code() {
     if [ -n "${PIN_SITE:-}" ]; then
         export PYTHONPATH="$PIN_SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -19,5 +21,5 @@ site = sys.argv[1]
 if site and not all(p.startswith(os.path.realpath(site) + os.sep) for p in (pkg, configs)):
     sys.exit(f"PIN_SITE={site} is set but effssl_plugin imports from {pkg}")
 PY
-    git -C "$(dirname "${BASH_SOURCE[0]}")" log -1 --format='study code: commit %H (%s)'
+    git -C "$PWD" log -1 --format="study code: commit %H (%s)"  # study.py runs from here
 }

@@ -1,0 +1,40 @@
+"""benchmarks/compare_runs.py (issue 27, point 8): a rerun's evaluations and commits against
+the reference runs of the same names."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import compare_runs  # noqa: E402
+
+COMMIT = "a" * 40
+
+
+def _run(out, name: str, rows: list[tuple[int, float, float]], commit: str = COMMIT) -> None:
+    run_dir = out / "runs" / name
+    run_dir.mkdir(parents=True)
+    lines = ["epoch,train_s,steps,knn_top1,knn_top5"]
+    lines += [f"{e},{10 * e},{19 * e},{t1},{t5}" for e, t1, t5 in rows]
+    (run_dir / "evals.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "starts.log").write_text(f"2026-12-04 22:00:00 commit {commit}: --worker\n")
+
+
+def test_identical_reruns_pass_and_any_difference_or_other_commit_fails(tmp_path, capsys):
+    ref, new = tmp_path / "ref", tmp_path / "new"
+    _run(ref, "effssl__a__s0", [(5, 30.0, 80.0), (10, 33.0, 82.0), (15, 34.0, 83.0)])
+    _run(new, "effssl__a__s0", [(5, 30.0, 80.0), (10, 33.0, 82.0)])  # stopped after 10
+    assert compare_runs.main([str(ref), str(new)]) == 0
+    assert "identical" in capsys.readouterr().out
+
+    _run(new, "simclr__b__s0", [(5, 31.0, 81.0)])
+    _run(ref, "simclr__b__s0", [(5, 31.0, 81.5)])  # top-5 differs by 0.5
+    lines, same = compare_runs.compare(ref, new, tol=0.0)
+    assert not same and any("| 0.50 |" in line for line in lines)
+    assert compare_runs.compare(ref, new, tol=0.5)[1]
+
+    _run(new, "effssl__c__s0", [(5, 30.0, 80.0)], commit="b" * 40)
+    _run(ref, "effssl__c__s0", [(5, 30.0, 80.0)])  # same values, another commit
+    assert not compare_runs.compare(ref, new, tol=1.0)[1]
