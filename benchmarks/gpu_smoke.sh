@@ -297,7 +297,7 @@ main() {
     step 5 "2 epochs without validation, memory per epoch" s_noval
     step 6 "step cost of effssl, simclr and the bare backbone" s_step_cost
     step 7 "out-of-range bank index on CUDA" s_bank_oob cuda
-    step 8 "data.pipeline=tensor: augmentation images/s against the step's" s_pipeline
+    step 8 "data.pipeline=tensor, augmentation images/s against the step's" s_pipeline
 
     echo
     echo "== summary ($DEVICE, ${SECONDS}s)"
