@@ -207,6 +207,14 @@ def run_lines(records: dict, arms: dict) -> list[str]:
     return lines + [""]
 
 
+def in_repo(path: str) -> str:
+    """``path`` relative to the repository when inside it (no machine's folders in reports)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def step_cost_lines(fixed: dict) -> list[str]:
     """The step-cost CSV (where, digest, commit, its rows) and the epochs it gave each arm."""
     cost = fixed["step_cost"]
@@ -248,7 +256,8 @@ def lr_lines(fixed: dict) -> list[str]:
     lines = [
         "## Learning rates (protocol 01's rule)",
         "",
-        f"From `{fixed['lr_search']}` (validation kNN at the search's last epoch, seed 0).",
+        f"From `{in_repo(fixed['lr_search'])}` (validation kNN at the search's last epoch, "
+        "seed 0).",
         "",
     ]
     for method, choice in fixed["learning_rates"].items():
