@@ -190,3 +190,19 @@ def test_a_launcher_run_trains_through_the_tensor_pipeline(method, cifar300, wor
     loss_key = {"effssl": "train_loss_epoch", "simclr": "train_nce_loss_epoch"}[method]
     losses = [float(r[loss_key]) for r in rows if r.get(loss_key)]
     assert losses and all(math.isfinite(v) for v in losses), rows
+
+
+def test_an_unlabelled_folder_decodes_with_target_minus_one_and_other_sets_are_refused(tmp_path):
+    from solo.data.pretrain_dataloader import CustomDatasetWithoutLabels
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    dataset = CustomDatasetWithoutLabels(str(folder))
+    decoded = decode_dataset(dataset)
+    assert decoded.targets.tolist() == [-1, -1, -1]
+    for i, name in enumerate(dataset.images):  # solo-learn's order, whatever it is
+        assert int(decoded.images[i, 0, 0, 0]) == 40 * int(name.split(".")[0])
+    with pytest.raises(DataError, match=r"cannot decode a list: use data\.pipeline=pil"):
+        decode_dataset([1, 2, 3])
