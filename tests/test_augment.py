@@ -638,7 +638,12 @@ def our_stats(params: AugmentationParams, u8: torch.Tensor) -> dict[str, np.ndar
 @pytest.mark.parametrize(
     "name, params, drops",
     [
-        ("cifar", CIFAR, {"jitter_prob": 0.0, "grayscale_prob": 0.0, "flip_prob": 0.0}),
+        pytest.param(  # 4,000 PIL views: the full tier (each step's own tests are fast)
+            "cifar",
+            CIFAR,
+            {"jitter_prob": 0.0, "grayscale_prob": 0.0, "flip_prob": 0.0},
+            marks=pytest.mark.slow,
+        ),
         pytest.param(  # blur, solarize, equalize: each op's own image test is in the fast tier
             "all_ops",
             ALL_OPS,

@@ -173,7 +173,10 @@ def test_the_check_pass_refuses_a_bad_pipeline(tmp_path, extra, message):
         check_choices(cfg, InputFacts())
 
 
-@pytest.mark.parametrize("method", ["effssl", "simclr"])
+@pytest.mark.parametrize(
+    "method",
+    ["effssl", pytest.param("simclr", marks=pytest.mark.slow)],  # fast tier: one
+)
 def test_a_launcher_run_trains_through_the_tensor_pipeline(method, cifar300, workdir):
     from effssl_plugin.main_pretrain import pretrain
 
