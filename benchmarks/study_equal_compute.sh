@@ -14,13 +14,13 @@
 #
 # Run it from a pinned copy of the code, so that work on the repository cannot change it
 # mid-run (as protocol 01's "Running it"):
-#   git worktree add /work/study_pin2 <commit>; mkdir -p /work/study_logs
-#   pip install --no-deps --no-build-isolation --target /work/study_pin2_site /work/study_pin2
-#   cd /work/study_pin2 && PIN_SITE=/work/study_pin2_site \
-#       OUT=/work/main/benchmarks/results/equal_compute \
-#       LR_SEARCH=/work/main/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
+#   git worktree add <pin2> <commit>; mkdir -p <logs>
+#   pip install --no-deps --no-build-isolation --target <pin2>_site <pin2>
+#   cd <pin2> && PIN_SITE=<pin2>_site \
+#       OUT=<repo>/benchmarks/results/equal_compute \
+#       LR_SEARCH=<repo>/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
 #       nohup setsid nice -n 19 bash benchmarks/study_equal_compute.sh \
-#       >> /work/study_logs/equal_compute.log 2>&1 &
+#       >> <logs>/equal_compute.log 2>&1 &
 # The first start measures the step cost: stop every other job first and add IDLE=1.
 # Stop: touch "$OUT/PAUSE" (no new run starts; a running one stops after its current epoch's
 # checkpoint); remove it and start the same command to continue.

@@ -6,9 +6,9 @@
 # move to $OUT/superseded/, kept); then the report (benchmarks/fidelity_report.py) over both
 # study folders. Resumable as every study runner. Needs the official code:
 #   EFFSSL_OFFICIAL_SRC=<checkout of CupidJay/Efficient_SSL> (its one commit, 4aa2f0f)
-#   cd /work/study_pin3 && PIN_SITE=/work/study_pin3_site EFFSSL_OFFICIAL_SRC=/work/Efficient_SSL \
-#       OUT=/work/main/benchmarks/results/study_seeds OMP_NUM_THREADS=1 \
-#       nohup setsid nice -n 19 bash benchmarks/study_fidelity.sh >> /work/study_logs/fidelity.log 2>&1 &
+#   cd <pin3> && PIN_SITE=<pin3>_site EFFSSL_OFFICIAL_SRC=<Efficient_SSL checkout> \
+#       OUT=<repo>/benchmarks/results/study_seeds OMP_NUM_THREADS=1 \
+#       nohup setsid nice -n 19 bash benchmarks/study_fidelity.sh >> <logs>/fidelity.log 2>&1 &
 # Stop: touch "$OUT/PAUSE"; remove it and start the same command to continue.
 set -u -o pipefail
 OUT=${OUT:-benchmarks/results/study_seeds}

@@ -7,12 +7,12 @@
 #
 # Run it from a pinned copy of the code, so that work on the repository cannot change it
 # mid-run (the protocol's "Running it"):
-#   git worktree add /work/study_pin <commit>; mkdir -p /work/study_logs
-#   pip install --no-deps --no-build-isolation --target /work/study_pin_site /work/study_pin
-#   cd /work/study_pin && PIN_SITE=/work/study_pin_site \
-#       OUT=/work/main/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
+#   git worktree add <pin> <commit>; mkdir -p <logs>
+#   pip install --no-deps --no-build-isolation --target <pin>_site <pin>
+#   cd <pin> && PIN_SITE=<pin>_site \
+#       OUT=<repo>/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
 #       nohup setsid nice -n 19 bash benchmarks/study_lr_search.sh \
-#       >> /work/study_logs/lr_search.log 2>&1 &
+#       >> <logs>/lr_search.log 2>&1 &
 # Stop: touch "$OUT/PAUSE" (no new run starts; a running one stops after its current epoch's
 # checkpoint); remove it and start the same command to continue.
 set -u

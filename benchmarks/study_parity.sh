@@ -7,13 +7,13 @@
 # ($OUT/report.md, its "Pipeline parity" table) is rebuilt after each run.
 #
 # Run it from a pinned copy of the code that has data.pipeline=tensor:
-#   git worktree add /work/study_pin3 <commit>; mkdir -p /work/study_logs
-#   pip install --no-deps --no-build-isolation --target /work/study_pin3_site /work/study_pin3
-#   cd /work/study_pin3 && PIN_SITE=/work/study_pin3_site \
-#       OUT=/work/main/benchmarks/results/pipeline_parity \
-#       LR_SEARCH=/work/main/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
+#   git worktree add <pin3> <commit>; mkdir -p <logs>
+#   pip install --no-deps --no-build-isolation --target <pin3>_site <pin3>
+#   cd <pin3> && PIN_SITE=<pin3>_site \
+#       OUT=<repo>/benchmarks/results/pipeline_parity \
+#       LR_SEARCH=<repo>/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
 #       nohup setsid nice -n 19 bash benchmarks/study_parity.sh \
-#       >> /work/study_logs/parity.log 2>&1 &
+#       >> <logs>/parity.log 2>&1 &
 # Stop: touch "$OUT/PAUSE"; remove it and start the same command to continue.
 set -u -o pipefail
 OUT=${OUT:-benchmarks/results/pipeline_parity}

@@ -6,12 +6,12 @@
 # evaluation and the commits (benchmarks/compare_runs.py; $OUT/comparison.md). Resumable
 # as every study runner; run it from the reference's pinned worktree, after the reference
 # runs have finished:
-#   cd /work/study_pin2 && PIN_SITE=/work/study_pin2_site \
-#       REF=/work/main/benchmarks/results/equal_compute \
-#       OUT=/work/main/benchmarks/results/reproducibility \
-#       LR_SEARCH=/work/main/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
-#       nohup setsid nice -n 19 bash /work/main/benchmarks/study_repro.sh \
-#       >> /work/study_logs/repro.log 2>&1 &
+#   cd <pin2> && PIN_SITE=<pin2>_site \
+#       REF=<repo>/benchmarks/results/equal_compute \
+#       OUT=<repo>/benchmarks/results/reproducibility \
+#       LR_SEARCH=<repo>/benchmarks/results/lr_search OMP_NUM_THREADS=1 \
+#       nohup setsid nice -n 19 bash <repo>/benchmarks/study_repro.sh \
+#       >> <logs>/repro.log 2>&1 &
 set -u -o pipefail
 OUT=${OUT:-benchmarks/results/reproducibility}
 REF=${REF:-$(dirname "$OUT")/equal_compute}
