@@ -11,7 +11,14 @@ from pathlib import Path
 
 from .plans import OFFICIAL_LIKE_PLUGIN
 from .runs import EvalLog, run_name
-from .stats import Interval, paired_interval, welch_interval
+from .stats import (
+    Interval,
+    interval_cell,
+    mean_sd_cell,
+    paired_interval,
+    seeds_cell,
+    welch_interval,
+)
 
 PROTOCOL = "benchmarks/protocols/03_fidelity.md"
 ARMS = {
@@ -94,7 +101,7 @@ def fidelity_lines(studies: list[Path]) -> list[str]:
     lines += ["kNN top-1 at epoch 50:", ""]
     lines += ["| arm | seeds | mean +- sd (n) |", "|---|---|---|"]
     for arm, values in final.items():
-        lines.append(f"| {arm} | {_seeds(values)} | {_mean_sd(values)} |")
+        lines.append(f"| {arm} | {seeds_cell(values)} | {mean_sd_cell(values)} |")
     lines += ["", "| A - B | paired [95%] (primary) | Welch [95%] | verdict |", "|---|---|---|---|"]
     verdicts = {}
     for a, b in COMPARISONS:
@@ -102,7 +109,7 @@ def fidelity_lines(studies: list[Path]) -> list[str]:
         welch = welch_interval(list(final[a].values()), list(final[b].values()))
         verdicts[(a, b)] = fidelity_verdict(paired)
         lines.append(
-            f"| {a} - {b} | {_interval(paired)} | {_interval(welch)} | {verdicts[(a, b)]} |"
+            f"| {a} - {b} | {interval_cell(paired)} | {interval_cell(welch)} | {verdicts[(a, b)]} |"
         )
     shown = explanation_shown(curves, verdicts)
     answer = "yes" if shown else "no"
@@ -118,7 +125,7 @@ def _per_epoch_lines(curves: dict) -> list[str]:
     lines += ["|---|" + "---|" * len(COMPARISONS)]
     for epoch in epochs:
         cells = [
-            _interval(paired_interval(at_epoch(curves[a], epoch), at_epoch(curves[b], epoch)))
+            interval_cell(paired_interval(at_epoch(curves[a], epoch), at_epoch(curves[b], epoch)))
             for a, b in COMPARISONS
         ]
         lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
@@ -139,20 +146,3 @@ def _commit_lines(studies: list[Path]) -> list[str]:
         "Commits the runs ran: "
         + "; ".join(f"{a}: {', '.join(sorted(c))}" for a, c in found.items()),
     ]
-
-
-def _seeds(values: dict[int, float]) -> str:
-    return ", ".join(f"{s}: {v:.2f}" for s, v in sorted(values.items())) or "none yet"
-
-
-def _mean_sd(values: dict[int, float]) -> str:
-    v = list(values.values())
-    if len(v) < 2:
-        return f"{v[0]:.2f} (n=1)" if v else "-"
-    return f"{statistics.fmean(v):.2f} +- {statistics.stdev(v):.2f} (n={len(v)})"
-
-
-def _interval(interval: Interval | None) -> str:
-    if interval is None:
-        return "-"
-    return f"{interval.diff:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"

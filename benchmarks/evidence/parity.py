@@ -6,12 +6,11 @@ tensor - pil, and the protocol's verdicts."""
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from .equal_compute import chosen_lr
 from .runs import EvalLog, run_name
-from .stats import paired_interval, welch_interval
+from .stats import interval_cell, mean_sd_cell, paired_interval, seeds_cell, welch_interval
 
 PROTOCOL = "benchmarks/protocols/04_pipeline_parity.md"
 #: the plan (``--plan``) and its methods, in the protocol's order
@@ -102,25 +101,8 @@ def parity_lines(args, plan: list[tuple[str, str]]) -> list[str]:
             welch = welch_interval(list(t.values()), list(p.values()))
             paired = paired_interval(t, p)
             lines.append(
-                f"| {method} | {measure} | {_seeds(p)} | {_seeds(t)} | {_mean_sd(p)} | "
-                f"{_mean_sd(t)} | {_interval(welch)} | {_interval(paired)} | "
+                f"| {method} | {measure} | {seeds_cell(p)} | {seeds_cell(t)} | {mean_sd_cell(p)} | "
+                f"{mean_sd_cell(t)} | {interval_cell(welch)} | {interval_cell(paired)} | "
                 f"{parity_verdict(welch.low, welch.high) if welch else 'no interval (n < 2)'} |"
             )
     return lines
-
-
-def _seeds(values: dict[int, float]) -> str:
-    return ", ".join(f"{s}: {v:.2f}" for s, v in sorted(values.items())) or "none yet"
-
-
-def _mean_sd(values: dict[int, float]) -> str:
-    v = list(values.values())
-    if len(v) < 2:
-        return f"{v[0]:.2f} (n=1)" if v else "-"
-    return f"{statistics.fmean(v):.2f} +- {statistics.stdev(v):.2f} (n={len(v)})"
-
-
-def _interval(interval) -> str:
-    if interval is None:
-        return "-"
-    return f"{interval.diff:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"

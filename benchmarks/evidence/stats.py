@@ -147,3 +147,23 @@ def verdict(
     if interval is not None and -margin <= interval.low and interval.high <= margin:
         return "agree"
     return "not shown either way"
+
+
+def seeds_cell(values: dict[int, float]) -> str:
+    """A table cell of every seed's value, ``0: 35.12, 1: ...``."""
+    return ", ".join(f"{s}: {v:.2f}" for s, v in sorted(values.items())) or "none yet"
+
+
+def mean_sd_cell(values: dict[int, float]) -> str:
+    """A table cell of the mean, standard deviation and n of the seeds' values."""
+    v = list(values.values())
+    if len(v) < 2:
+        return f"{v[0]:.2f} (n=1)" if v else "-"
+    return f"{statistics.fmean(v):.2f} +- {statistics.stdev(v):.2f} (n={len(v)})"
+
+
+def interval_cell(interval: Interval | None) -> str:
+    """A table cell of a difference and its interval, ``+1.20 [-0.40, +2.80]``."""
+    if interval is None:
+        return "-"
+    return f"{interval.diff:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
