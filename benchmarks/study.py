@@ -56,6 +56,19 @@ finished run on the test set (kNN against its own and an unseen reference, linea
         --eval-set val --epochs 50 --eval-epochs 5 10 15 20 25 30 35 40 45 50 --threads 1
     python benchmarks/study.py --final-measures --plan equal_compute_short --seeds 0 1 2 ...
 
+Protocol 05 (``benchmarks/protocols/05_scale_and_backbone.md``, :mod:`evidence.scale`): the
+equal-compute comparison in two more regimes, each a study of its own in ``<root>/R2`` (the
+40% share, mobilenetv3_small_100, EffSSL ``--negatives 10000``) and ``<root>/R3`` (resnet18
+on the 10% share), plans ``scale_r2`` and ``scale_r3``; each regime's arms E and S are fixed
+from its own step-cost CSV into its ``arms.json``, ``--final-measures`` measures its runs
+(the probe on the 10% share in both), and ``<root>/report.md`` compares the advantages with
+R1, protocol 02's short budget (``--equal-compute``, read only);
+``benchmarks/study_scale.sh`` runs it all:
+
+    python benchmarks/study.py --plan scale_r2 --seeds 0 --holdout 500 --eval-set val \
+        --fraction 0.4 --negatives 10000 --epochs 15 --eval-epochs 5 10 15 --threads 1 \
+        --out benchmarks/results/scale/R2
+
 The official reference needs the official repository's source: ``--official-src DIR`` (or
 ``$EFFSSL_OFFICIAL_SRC``), e.g. ``git clone https://github.com/CupidJay/Efficient_SSL``; it
 is never copied into this project. The harness imports its ``main.py`` and runs its own
@@ -70,7 +83,7 @@ import os
 import sys
 from pathlib import Path
 
-from evidence.equal_compute import EQUAL_COMPUTE_PLANS, STEP_COST_FILE, arm_lines, fixed_arms
+from evidence.equal_compute import EQUAL_COMPUTE_PLANS, arm_lines, step_cost_file
 from evidence.evaluation import linear_probes, random_init_reference
 from evidence.final_measures import final_measures
 from evidence.launcher import launcher_worker
@@ -80,11 +93,13 @@ from evidence.parity import PARITY_PLAN
 from evidence.plans import PLANS
 from evidence.report import report
 from evidence.runs import REPO
+from evidence.scale import SCALE_PLANS, study_arms
+from evidence.scale_report import EQUAL_COMPUTE_OUT
 
 
 def add_study_options(p: argparse.ArgumentParser) -> None:
     """The options that define a study (recorded in ``settings.json``) and how it runs."""
-    plans = [*PLANS, *EQUAL_COMPUTE_PLANS, PARITY_PLAN]
+    plans = [*PLANS, *EQUAL_COMPUTE_PLANS, PARITY_PLAN, *SCALE_PLANS]
     p.add_argument("--plan", nargs="+", default=["main"], choices=plans)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fraction", type=float, default=0.1)
@@ -166,13 +181,21 @@ def add_place_and_mode_options(p: argparse.ArgumentParser) -> None:
         "--step-cost",
         type=Path,
         default=None,
-        help=f"protocol 02: step_cost.py's CSV (default: <out>/{STEP_COST_FILE})",
+        help="protocols 02 and 05: step_cost.py's CSV (default: "
+        "<out>/step_cost_cpu_<model>_b<batch>.csv)",
     )
-    p.add_argument("--arms", action="store_true", help="protocol 02: fix and show its arms")
+    p.add_argument(
+        "--equal-compute",
+        type=Path,
+        default=EQUAL_COMPUTE_OUT,
+        help="protocol 05: protocol 02's study folder, whose short budget is regime R1 (read only)",
+    )
+    p.add_argument("--arms", action="store_true", help="protocols 02 and 05: fix and show the arms")
     p.add_argument(
         "--final-measures",
         action="store_true",
-        help="protocol 02: the test-set measures of the finished runs of --plan and --seeds",
+        help="protocols 02 and 05: the test-set measures of the finished runs of --plan and "
+        "--seeds",
     )
     p.add_argument("--random-init", action="store_true")
     p.add_argument("--linear", action="store_true", help="linear probes of finished runs")
@@ -193,7 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.out = args.out.resolve()
     args.data_dir = args.data_dir.resolve()
     args.lr_search = args.lr_search.resolve()
-    args.step_cost = (args.step_cost or args.out / STEP_COST_FILE).resolve()
+    args.step_cost = (args.step_cost or args.out / step_cost_file(args.model, args.batch)).resolve()
+    args.equal_compute = args.equal_compute.resolve()
     if args.eval_epochs is None:
         step = max(1, args.epochs // 10)
         args.eval_epochs = sorted({*range(step, args.epochs + 1, step), args.epochs})
@@ -218,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         linear_probes(args)
         report(args)
     elif args.arms:
-        print("\n".join(arm_lines(fixed_arms(args))))
+        print("\n".join(arm_lines(study_arms(args))))
         report(args)
     elif args.final_measures:
         final_measures(args)

@@ -40,23 +40,9 @@ mkdir -p "$OUT"
 paused() { [ -e "$OUT/PAUSE" ] && echo "PAUSE present: stopping" ; }
 
 # 1. the step cost, once, on an otherwise idle machine (the protocol's c_E and c_S)
-if [ ! -f "$STEP_COST" ]; then
-    if [ "${IDLE:-0}" != 1 ]; then
-        echo "no step-cost CSV at $STEP_COST: protocol 02 measures it on an otherwise idle"
-        echo "machine before its first run. Stop every other job, then start again with IDLE=1."
-        exit 1
-    fi
-    {
-        echo "$(date '+%F %T') step cost, commit $(git -C "$(dirname "$0")" rev-parse HEAD)"
-        echo "load before: $(cat /proc/loadavg), $(nproc --all) cpus, OMP_NUM_THREADS=$OMP_NUM_THREADS"
-    } >> "$OUT/step_cost.log"
-    python benchmarks/step_cost.py --device cpu --model mobilenetv3_small_100 --batch 256 \
-        --size 32 --samples 5000 --negatives -1 --methods effssl simclr backbone \
-        --rounds 6 --steps 3 --out "$OUT" 2>&1 | tee -a "$OUT/step_cost.log" || exit 1
-    echo "load after: $(cat /proc/loadavg)" >> "$OUT/step_cost.log"
-    [ -f "$STEP_COST" ] || exit 1
-    echo "step cost measured: commit $STEP_COST and $OUT/step_cost.log (the protocol cites it)"
-fi
+measure_step_cost "$OUT" "$STEP_COST" --device cpu --model mobilenetv3_small_100 --batch 256 \
+    --size 32 --samples 5000 --negatives -1 --methods effssl simclr backbone \
+    --rounds 6 --steps 3 || exit 1
 
 # 2. the arms (learning rates by protocol 01's rule, epochs by the step cost), fixed once
 python benchmarks/study.py --arms "${COMMON[@]}" || exit 1

@@ -500,7 +500,7 @@ def test_final_measures_go_to_each_finished_runs_final_json_and_resume(tmp_path,
     diverged.mkdir(parents=True)
     (diverged / ev_runs.DIVERGED).write_text("non-finite loss\n")
     measured, probed = [], []
-    monkeypatch.setattr(fm, "measure_sets", lambda args, data: {"digest": "d"})
+    monkeypatch.setattr(fm, "measure_sets", lambda args, data, images: {"digest": "d"})
     monkeypatch.setattr(
         fm,
         "final_knn",
@@ -542,7 +542,7 @@ def test_the_runner_measures_the_step_cost_only_on_an_idle_machine_then_runs_in_
     ]
     for flag in ("--holdout 500", "--eval-set val", "--threads 1", "--epochs 50", "--arms"):
         assert flag in text
-    measure = " ".join(text.split("python benchmarks/step_cost.py")[1].split("\\\n"))
+    measure = " ".join(text.split('measure_step_cost "$OUT" "$STEP_COST"')[1].split("\\\n"))
     for flag in ec.STEP_COST_COMMAND.split("step_cost.py")[1].split(" --")[1:]:
         if not flag.startswith("out"):
             assert f"--{flag}" in " ".join(measure.split()), flag

@@ -3,7 +3,9 @@ compute and at equal epochs, each arm a complete schedule of its own. Its arms a
 from two measured inputs, fixed once in ``<out>/arms.json``: each method's learning rate by
 protocol 01's rule (read from that search's results folder) and the epochs the step cost
 buys (read from ``benchmarks/step_cost.py``'s CSV). An arm is a variant
-``lr=<lr>,wu=0,ep=<epochs>``: its name carries its learning rate, warm-up and schedule."""
+``lr=<lr>,wu=0,ep=<epochs>``: its name carries its learning rate, warm-up and schedule.
+How a protocol fixes its arms is an :class:`ArmRule`; protocol 05 (:mod:`.scale`) fixes each
+of its regimes' arms by a rule of its own."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
@@ -32,14 +35,31 @@ PROTOCOL = "benchmarks/protocols/02_equal_compute.md"
 EFFSSL, SIMCLR = "effssl", "simclr"
 #: each budget's EffSSL epochs: protocol 01's schedule (short) and the study's (long)
 BUDGET_EPOCHS = {"long": 50, "short": 15}
-#: training steps an epoch: 5,000 images, batch 256, ``drop_last``
-STEPS_PER_EPOCH = 19
+#: the study's batch (``drop_last``: an epoch is whole batches)
+BATCH = 256
+
+
+def steps_per_epoch(images: int, batch: int = BATCH) -> int:
+    """Training steps an epoch of ``images`` training images: whole batches (``drop_last``),
+    19 for 5,000 images, 78 for 20,000."""
+    return images // batch
+
+
+#: training steps an epoch of protocol 02: 5,000 images, batch 256, ``drop_last``
+STEPS_PER_EPOCH = steps_per_epoch(5000)
 #: the arms fixed at the first planning (the inputs, the learning rates, the epochs)
 ARMS_FILE = "arms.json"
 #: a run's final measures (``.final_measures``), read by the report
 FINAL_FILE = "final.json"
+
+
+def step_cost_file(model: str, batch: int = BATCH) -> str:
+    """``step_cost.py``'s CSV name for a CPU measurement of ``model`` at ``batch``."""
+    return f"step_cost_cpu_{model}_b{batch}.csv"
+
+
 #: ``step_cost.py``'s CSV name for the study's configuration (written into the study folder)
-STEP_COST_FILE = "step_cost_cpu_mobilenetv3_small_100_b256.csv"
+STEP_COST_FILE = step_cost_file("mobilenetv3_small_100")
 #: the step-cost measurement the protocol names: ``step_cost.py``'s columns and their values
 #: (6 rounds x 3 steps timed; 5,000 bank rows, every row a negative)
 STEP_COST_SETUP = {
@@ -112,46 +132,90 @@ def chosen_lr(search_out: Path, method: str) -> LrChoice:
     return LrChoice(lr, variant, reason, scores)
 
 
-def read_step_costs(path: Path) -> dict[str, float]:
+def arm_spec(method: str, epochs: int, exact: float) -> dict:
+    """An arm's method, epochs, exact epochs and rounding error (epochs - exact)."""
+    return {
+        "method": method,
+        "epochs": epochs,
+        "exact_epochs": exact,
+        "rounding_error": epochs - exact,
+    }
+
+
+def equal_compute_pair(epochs: int, costs: dict[str, float]) -> tuple[dict, dict]:
+    """The EffSSL arm of ``epochs`` and the SimCLR arm of the same compute from the step
+    costs ``c_E`` and ``c_S``: ``round(epochs x c_E / c_S)`` epochs (half up, at least 1),
+    with the rounding error (at most half an epoch)."""
+    exact = epochs * costs[EFFSSL] / costs[SIMCLR]
+    simclr = max(1, math.floor(exact + 0.5))
+    return arm_spec(EFFSSL, epochs, epochs), arm_spec(SIMCLR, simclr, exact)
+
+
+def arm_epochs(costs: dict[str, float]) -> dict[str, dict]:
+    """Every arm's method and epochs from the step costs ``c_E`` and ``c_S``: E-<budget> the
+    budget's epochs E, S-<budget> ``round(E x c_E / c_S)`` (:func:`equal_compute_pair`),
+    E-<budget>-eq SimCLR's epochs."""
+    arms = {}
+    for budget, epochs in BUDGET_EPOCHS.items():
+        effssl, simclr = equal_compute_pair(epochs, costs)
+        equal = arm_spec(EFFSSL, simclr["epochs"], simclr["epochs"])
+        arms |= {f"E-{budget}": effssl, f"S-{budget}": simclr, f"E-{budget}-eq": equal}
+    return arms
+
+
+class ArmRule(NamedTuple):
+    """How a protocol fixes its arms: its file, the step-cost measurement it names
+    (``step_cost.py``'s columns and their values, the command that makes it, the runner
+    that runs it), the arms' methods and epochs from the step costs, and the training steps
+    of an epoch (the budget's unit)."""
+
+    protocol: str
+    setup: dict[str, str]
+    command: str
+    runner: str
+    arms: Callable[[dict[str, float]], dict[str, dict]]
+    steps_per_epoch: int
+
+    @property
+    def name(self) -> str:
+        """``protocol 02`` from ``benchmarks/protocols/02_equal_compute.md``."""
+        return f"protocol {Path(self.protocol).name.split('_')[0]}"
+
+
+#: protocol 02's arms: its step-cost measurement, both budgets' three arms, 19 steps an epoch
+EQUAL_COMPUTE_RULE = ArmRule(
+    PROTOCOL,
+    STEP_COST_SETUP,
+    STEP_COST_COMMAND,
+    "benchmarks/study_equal_compute.sh",
+    arm_epochs,
+    STEPS_PER_EPOCH,
+)
+
+
+def read_step_costs(path: Path, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict[str, float]:
     """``{method: median seconds a step}`` from ``step_cost.py``'s CSV, after checking that it
-    is the protocol's measurement (:data:`STEP_COST_SETUP`, the methods of
+    is ``rule``'s measurement (its setup's columns, the methods of
     :data:`STEP_COST_METHODS`); raises :class:`StepCostProblem`."""
     if not Path(path).is_file():
         raise StepCostProblem(
             f"no step-cost CSV at {path}: measure it first on an otherwise idle machine "
-            f"({STEP_COST_COMMAND}; benchmarks/study_equal_compute.sh does, with IDLE=1)"
+            f"({rule.command}; {rule.runner} does, with IDLE=1)"
         )
     with open(path) as f:
         rows = list(csv.DictReader(f))
     problems = [
         f"{r['method']}: {key}={r.get(key)!r}, not {value!r}"
         for r in rows
-        for key, value in STEP_COST_SETUP.items()
+        for key, value in rule.setup.items()
         if r.get(key) != value
     ]
     methods = {r["method"] for r in rows}
     if missing := [m for m in STEP_COST_METHODS if m not in methods]:
         problems.append(f"no row for {', '.join(missing)}")
     if problems:
-        raise StepCostProblem(f"{path} is not protocol 02's measurement: {'; '.join(problems)}")
+        raise StepCostProblem(f"{path} is not {rule.name}'s measurement: {'; '.join(problems)}")
     return {r["method"]: float(r["median_s_per_step"]) for r in rows}
-
-
-def arm_epochs(costs: dict[str, float]) -> dict[str, dict]:
-    """Every arm's method and epochs from the step costs ``c_E`` and ``c_S``: E-<budget> the
-    budget's epochs E, S-<budget> ``round(E x c_E / c_S)`` (half up, at least 1) with the
-    rounding error (epochs - exact, at most half an epoch), E-<budget>-eq SimCLR's epochs."""
-    c_e, c_s = costs[EFFSSL], costs[SIMCLR]
-    arms = {}
-    for budget, epochs in BUDGET_EPOCHS.items():
-        exact = epochs * c_e / c_s
-        simclr = max(1, math.floor(exact + 0.5))
-        arms[f"E-{budget}"] = {"method": EFFSSL, "epochs": epochs, "exact_epochs": epochs}
-        arms[f"S-{budget}"] = {"method": SIMCLR, "epochs": simclr, "exact_epochs": exact}
-        arms[f"E-{budget}-eq"] = {"method": EFFSSL, "epochs": simclr, "exact_epochs": simclr}
-    for arm in arms.values():
-        arm["rounding_error"] = arm["epochs"] - arm["exact_epochs"]
-    return arms
 
 
 def step_cost_epochs(path: Path) -> dict[str, dict]:
@@ -194,20 +258,22 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def design(args) -> dict:
-    """The protocol's arms from its inputs: the learning rates (``--lr-search``), the step
-    costs (``--step-cost``), each arm's epochs and variant; raises when an input is not ready."""
-    costs = read_step_costs(args.step_cost)
+def design(args, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict:
+    """``rule``'s arms from its inputs: the learning rates (``--lr-search``), the step costs
+    (``--step-cost``), each arm's epochs and variant, the steps of an epoch; raises when an
+    input is not ready."""
+    costs = read_step_costs(args.step_cost, rule)
     choices = {m: chosen_lr(args.lr_search, m) for m in (EFFSSL, SIMCLR)}
-    arms = arm_epochs(costs)
+    arms = rule.arms(costs)
     for arm in arms.values():
         arm["lr"] = choices[arm["method"]].lr
         arm["variant"] = arm_variant(arm["method"], arm["lr"], arm["epochs"])
     return {
-        "protocol": PROTOCOL,
+        "protocol": rule.protocol,
         "arms": arms,
         "step_cost": {"csv": str(args.step_cost), "sha256": file_digest(args.step_cost)}
         | {"median_s_per_step": costs},
+        "steps_per_epoch": rule.steps_per_epoch,
         "learning_rates": {
             m: {"lr": c.lr, "search_variant": c.variant, "reason": c.reason}
             | {"scores": {f"{lr:g}": v for lr, v in sorted(c.scores.items())}}
@@ -217,18 +283,18 @@ def design(args) -> dict:
     }
 
 
-def fixed_arms(args) -> dict:
-    """The protocol's arms (:func:`design`), written to ``<out>/arms.json`` the first time;
-    every later call must compute the same arms (a changed step-cost CSV or search is
-    refused). Exits with the reason while an input is not ready."""
+def fixed_arms(args, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict:
+    """``rule``'s arms (:func:`design`), written to ``<out>/arms.json`` the first time; every
+    later call must compute the same arms (a changed step-cost CSV or search is refused).
+    Exits with the reason while an input is not ready."""
     try:
-        fresh = design(args)
+        fresh = design(args, rule)
     except (SearchUnfinished, StepCostProblem) as error:
-        sys.exit(f"protocol 02 cannot fix its arms yet: {error}")
+        sys.exit(f"{rule.name} cannot fix its arms yet: {error}")
     path = args.out / ARMS_FILE
     if path.exists():
         fixed = json.loads(path.read_text())
-        if fixed["arms"] != fresh["arms"]:
+        if fixed.get("protocol") != rule.protocol or fixed["arms"] != fresh["arms"]:
             sys.exit(f"{path} fixed other arms than its inputs give now: {fresh['arms']}")
         return fixed
     args.out.mkdir(parents=True, exist_ok=True)

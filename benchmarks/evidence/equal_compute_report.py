@@ -132,19 +132,25 @@ def spread_cell(values: dict[int, float]) -> str:
     return f"{mean:.2f} +- {sd:.2f}"
 
 
-def comparison_row(comparison: tuple, measure: str, records: dict, arms: dict) -> str:
+def measure_values(runs: dict[int, dict], measure: str) -> dict[int, float]:
+    """``{seed: value}`` of a measure over an arm's run records, where it is a number."""
+    return {s: r[measure] for s, r in runs.items() if finite(r[measure])}
+
+
+def comparison_row(
+    comparison: tuple, measure: str, records: dict, arms: dict, planned: int = len(SEEDS)
+) -> str:
     """One comparison by one measure: every seed's value of each arm, n, means and standard
     deviations, the difference EffSSL - SimCLR, the Welch and paired intervals, the verdict
-    (marked interim while an arm has fewer than the protocol's seeds)."""
+    (marked interim while an arm has fewer than the ``planned`` seeds)."""
     kind, budget, a, b = comparison
-    va = {s: r[measure] for s, r in records[a].items() if finite(r[measure])}
-    vb = {s: r[measure] for s, r in records[b].items() if finite(r[measure])}
+    va, vb = measure_values(records[a], measure), measure_values(records[b], measure)
     welch = welch_interval(list(va.values()), list(vb.values()))
     paired = paired_interval(va, vb)
     both = bool(va) and bool(vb)
     diff = f"{statistics.fmean(va.values()) - statistics.fmean(vb.values()):+.2f}" if both else "-"
     called = verdict(welch) if both else "no values yet"
-    if both and min(len(va), len(vb)) < len(SEEDS):
+    if both and min(len(va), len(vb)) < planned:
         called += f" (interim, n = {len(va)} / {len(vb)})"
     return (
         f"| {kind}, {budget} | {MEASURES[measure]} | {a} ({arms[a]['epochs']} ep) | "
@@ -216,11 +222,13 @@ def in_repo(path: str) -> str:
 
 
 def step_cost_lines(fixed: dict) -> list[str]:
-    """The step-cost CSV (where, digest, commit, its rows) and the epochs it gave each arm."""
+    """The step-cost CSV (where, digest, commit, its rows) and the epochs it gave each arm,
+    with each arm's budget at the steps an epoch the arms file records (protocol 02's 19)."""
     cost = fixed["step_cost"]
     csv_path = Path(cost["csv"])
     commit = added_commit(csv_path) if csv_path.exists() else None
     c = cost["median_s_per_step"]
+    steps = fixed.get("steps_per_epoch", STEPS_PER_EPOCH)  # protocol 02's arms.json lacks it
     lines = [
         "## Step cost and epochs",
         "",
@@ -243,7 +251,7 @@ def step_cost_lines(fixed: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, arm in fixed["arms"].items():
-        hours = arm["epochs"] * STEPS_PER_EPOCH * c[arm["method"]] / 3600
+        hours = arm["epochs"] * steps * c[arm["method"]] / 3600
         lines.append(
             f"| {name} | {arm['method']} | {arm['epochs']} | {arm['exact_epochs']:.3f} | "
             f"{arm['rounding_error']:+.3f} | {arm['lr']:g} | `{arm['variant']}` | {hours:.2f} |"
@@ -272,6 +280,7 @@ def compute_lines(records: dict, fixed: dict) -> list[str]:
     """The compute spent per arm (each run counted once): training steps, the same at the
     measured step cost (hours, and EffSSL epochs), raw training and measuring hours."""
     c = fixed["step_cost"]["median_s_per_step"]
+    epoch_cost = fixed.get("steps_per_epoch", STEPS_PER_EPOCH) * c[EFFSSL]
     lines = [
         "## Compute spent",
         "",
@@ -291,21 +300,25 @@ def compute_lines(records: dict, fixed: dict) -> list[str]:
         totals = [totals[0] + steps, totals[1] + cost, totals[2] + raw, totals[3] + measured]
         lines.append(
             f"| {arm} | {len(new)} | {steps} | {cost / 3600:.2f} | "
-            f"{cost / (STEPS_PER_EPOCH * c[EFFSSL]):.1f} | {raw / 3600:.2f} | "
+            f"{cost / epoch_cost:.1f} | {raw / 3600:.2f} | "
             f"{measured / 3600:.2f} |"
         )
     steps, cost, raw, measured = totals
     lines.append(
-        f"| all | | {steps} | {cost / 3600:.2f} | {cost / (STEPS_PER_EPOCH * c[EFFSSL]):.1f} | "
+        f"| all | | {steps} | {cost / 3600:.2f} | {cost / epoch_cost:.1f} | "
         f"{raw / 3600:.2f} | {measured / 3600:.2f} |"
     )
     return lines + [""]
 
 
-def code_lines(records: dict, arms: dict) -> list[str]:
+#: protocol 02's unseen reference, in words
+UNSEEN_WORDS = "pool images 501-1,000 of each class"
+
+
+def run_code_lines(records: dict, arms: dict, unseen: str = UNSEEN_WORDS) -> list[str]:
     """The commits the runs ran and where ``effssl_plugin`` came from (``starts.log``; each
-    run counted once), the protocol's commit, and the unseen reference's digest as the final
-    measures recorded it."""
+    run counted once), and the unseen reference (``unseen``, in words) with its digest as the
+    final measures recorded it."""
     runs = {
         (arms[arm]["method"], arms[arm]["variant"], seed): r
         for arm, seeds in records.items()
@@ -317,24 +330,31 @@ def code_lines(records: dict, arms: dict) -> list[str]:
             commits[commit] = commits.get(commit, 0) + 1
     digests = sorted({r["unseen_sha256"] for r in runs.values()} - {None})
     sources = sorted({source for r in runs.values() for source in r["sources"]})
-    protocol = added_commit(REPO / PROTOCOL)
     return [
-        "## Code and data",
-        "",
-        f"- Protocol: `{PROTOCOL}`, committed in {protocol or '(not committed)'}.",
         "- Commits the runs ran (runs that ran each): "
         + (", ".join(f"{c} x{n}" for c, n in sorted(commits.items())) or "none yet")
         + (" **(some uncommitted)**" if any("uncommitted" in c for c in commits) else "")
         + f"; `effssl_plugin` imported from {', '.join(sources) or '-'}.",
-        "- Unseen reference (pool images 501-1,000 of each class; sha256 of the sorted "
+        f"- Unseen reference ({unseen}; sha256 of the sorted "
         f"`class/name` lines): {', '.join(f'`{d}`' for d in digests) or 'not used yet'}.",
+    ]
+
+
+def code_lines(records: dict, arms: dict, protocol: str = PROTOCOL) -> list[str]:
+    """The runs' code and data (:func:`run_code_lines`) and the protocol's commit."""
+    committed = added_commit(REPO / protocol)
+    return [
+        "## Code and data",
+        "",
+        f"- Protocol: `{protocol}`, committed in {committed or '(not committed)'}.",
+        *run_code_lines(records, arms),
         "",
     ]
 
 
-def deviation_lines() -> list[str]:
+def deviation_lines(protocol: str = PROTOCOL) -> list[str]:
     """The protocol's own "Deviations" section, as committed."""
-    text = (REPO / PROTOCOL).read_text() if (REPO / PROTOCOL).exists() else ""
+    text = (REPO / protocol).read_text() if (REPO / protocol).exists() else ""
     section = text.split("## Deviations", 1)[1].strip() if "## Deviations" in text else "-"
     return ["## Deviations (from the protocol)", "", section, ""]
 

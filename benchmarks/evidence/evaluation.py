@@ -135,10 +135,18 @@ def random_init_reference(args) -> None:
 
 
 def linear_command(
-    args, pretrain_dir: Path, run_dir: Path, eval_dir: Path, fraction, logs: str = "linear"
+    args,
+    pretrain_dir: Path,
+    run_dir: Path,
+    eval_dir: Path,
+    fraction,
+    logs: str = "linear",
+    train_dir: Path | None = None,
 ) -> list:
     """The ``effssl-linear`` command of one run's probe (the evaluation images once, at the
-    end; its logs in ``<run>/<logs>``)."""
+    end; its logs in ``<run>/<logs>``), trained on the images of ``train_dir`` (None: the
+    pretraining run's own training images, the probe's default)."""
+    train = [] if train_dir is None else [f"data.train_path={hydra_path(train_dir)}"]
     return [
         sys.executable,
         "-m",
@@ -152,6 +160,7 @@ def linear_command(
         f"+check_val_every_n_epoch={args.linear_epochs}",  # the test set once, at the end
         f"checkpoint.dir={hydra_path(run_dir / logs)}",
         "checkpoint.enabled=false",
+        *train,
     ]
 
 

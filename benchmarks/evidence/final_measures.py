@@ -1,8 +1,10 @@
-"""Protocol 02's final measures, once a run has finished its schedule, on the frozen backbone
-of its last epoch's checkpoint, on the 10,000 test images: the weighted kNN against the
-run's own 5,000 training images, the same against the *unseen reference* (5,000 pool images
-no run trained on), and the linear probe. Each run's measures go to ``<run>/final.json`` as
-they finish, so that a stopped pass continues where it was."""
+"""Protocol 02's final measures (and protocol 05's, the same in each of its regimes), once a
+run has finished its schedule, on the frozen backbone of its last epoch's checkpoint, on the
+10,000 test images: the weighted kNN against the run's own training images, the same
+against the *unseen reference* (pool images no run trained on), and the linear probe. Where
+the unseen reference lies in the pool and which images the probe trains on are explicit
+(:class:`FinalImages`). Each run's measures go to ``<run>/final.json`` as they finish, so
+that a stopped pass continues where it was."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from .data import (
     ensure_data,
@@ -31,9 +34,34 @@ from .evaluation import (
 )
 from .orchestration import planned_runs, write_settings
 from .runs import DIVERGED, finished, paused, run_epochs, run_name, set_threads
+from .scale import REGIMES, SCALE_PLANS
 
 #: final.json's keys of the three measures (top-1 on the test images)
 MEASURE_KEYS = {"knn_own": "knn_own_top1", "knn_unseen": "knn_unseen_top1", "linear": "linear"}
+
+
+class FinalImages(NamedTuple):
+    """The images of the final measures beyond the run's own share, as training shares of the
+    split (fractions of each class): the unseen reference is the pool's images right after
+    the share ``unseen_after``, as many a class as the share ``unseen_size`` holds; the linear
+    probe trains on the share ``probe`` (None: the pretraining run's own training images)."""
+
+    unseen_after: float
+    unseen_size: float
+    probe: float | None = None
+
+
+def final_images(args, plans: list[str]) -> FinalImages:
+    """The images of ``plans``' final measures: a protocol-05 regime's own
+    (:data:`.scale.REGIMES`), else protocol 02's (the unseen reference right after the run's
+    share and as large, the probe on the run's images). One regime's plans at a time."""
+    regimes = {SCALE_PLANS[p] for p in plans if p in SCALE_PLANS}
+    if not regimes:
+        return FinalImages(args.fraction, args.fraction)
+    if len(regimes) > 1 or len(regimes) != len(plans):
+        sys.exit(f"--final-measures: one regime's plan at a time, not {plans}")
+    regime = REGIMES[regimes.pop()]
+    return FinalImages(regime.unseen_after, regime.unseen_size, regime.probe)
 
 
 def unseen_names(manifest: dict, start: int, count: int) -> dict[str, list[str]]:
@@ -67,17 +95,25 @@ def unseen_problems(manifest: dict, names: dict[str, list[str]], share: str) -> 
     return problems
 
 
-def unseen_reference(args, data: Path) -> tuple[list[Path], list[int], str]:
-    """(files, labels, name digest) of the unseen reference of the study's split: as many
-    images a class as the training share holds, right after them in the pool's order;
-    checked against its rules (:func:`unseen_problems`). Labels are ImageFolder's (the
-    sorted class names' indices)."""
-    split = prepare_split(data, args.holdout, args.split_seed, [args.fraction])
+def unseen_reference(
+    args, data: Path, images: FinalImages | None = None
+) -> tuple[list[Path], list[int], str]:
+    """(files, labels, name digest) of the unseen reference of the study's split, in every
+    class the pool's images after those of the share ``images.unseen_after``, as many as the
+    share ``images.unseen_size`` holds (default: both the run's own share, protocol 02's);
+    checked against its rules (:func:`unseen_problems`) for the run's share and the probe's.
+    Labels are ImageFolder's (the sorted class names' indices)."""
+    images = images or FinalImages(args.fraction, args.fraction)
+    after, size = share_name(images.unseen_after), share_name(images.unseen_size)
+    fractions = [args.fraction, images.unseen_after, images.unseen_size, images.probe]
+    split = prepare_split(data, args.holdout, args.split_seed, [f for f in fractions if f])
     manifest = json.loads((split / "manifest.json").read_text())
-    share = share_name(args.fraction)
-    per_class = manifest["shares"][share]["per_class"]
-    names = unseen_names(manifest, per_class, per_class)
-    if problems := unseen_problems(manifest, names, share):
+    shares = manifest["shares"]
+    names = unseen_names(manifest, shares[after]["per_class"], shares[size]["per_class"])
+    trained = {share_name(f) for f in (args.fraction, images.probe) if f}
+    if problems := [
+        p for share in sorted(trained) for p in unseen_problems(manifest, names, share)
+    ]:
         sys.exit(f"{split}: {'; '.join(problems)}")
     classes = sorted(names)
     files = [data / "train" / cls / n for cls in classes for n in names[cls]]
@@ -85,14 +121,24 @@ def unseen_reference(args, data: Path) -> tuple[list[Path], list[int], str]:
     return files, labels, names_digest(names)
 
 
-def measure_sets(args, data: Path) -> dict:
+def probe_folder(args, data: Path, images: FinalImages) -> Path | None:
+    """The folder of the share the linear probe trains on (None: the run's own images)."""
+    if images.probe is None:
+        return None
+    return prepare_split(data, args.holdout, args.split_seed, [images.probe]) / share_name(
+        images.probe
+    )
+
+
+def measure_sets(args, data: Path, images: FinalImages | None = None) -> dict:
     """The images of the final kNN: the run's training share (own reference), the unseen
-    reference, the test images; each (images, labels), and the unseen reference's digest."""
+    reference (:func:`unseen_reference`), the test images; each (images, labels), and the
+    unseen reference's digest."""
     import torch
 
     train_dir = study_data(args, data)[0]
     own_x, own_y, test_x, test_y = eval_sets(train_dir, -1, data / "test")
-    files, labels, digest = unseen_reference(args, data)
+    files, labels, digest = unseen_reference(args, data, images)
     classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
     if classes != sorted({f.parent.name for f in files}):
         sys.exit(f"the unseen reference's classes differ from {train_dir}'s")
@@ -138,9 +184,12 @@ def write_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def measure_run(args, run_dir: Path, method: str, variant: str, data: Path, sets: dict) -> None:
+def measure_run(
+    args, run_dir: Path, method: str, variant: str, data: Path, sets: dict, images: FinalImages
+) -> None:
     """A finished run's missing final measures into ``final.json`` (each saved when done);
-    ``sets`` (:func:`measure_sets`) is loaded on first need and kept for the next run."""
+    ``sets`` (:func:`measure_sets` of ``images``) is loaded on first need and kept for the
+    next run; the probe trains on ``images.probe``'s share (:func:`probe_folder`)."""
     path = run_dir / FINAL_FILE
     result = json.loads(path.read_text()) if path.exists() else {}
     if all(key in result for key in MEASURE_KEYS.values()):
@@ -154,23 +203,27 @@ def measure_run(args, run_dir: Path, method: str, variant: str, data: Path, sets
     result |= {"epochs": epochs, "checkpoint": str(ckpt.relative_to(run_dir)), "images": "test"}
     if "knn_own_top1" not in result:
         if not sets:
-            sets.update(measure_sets(args, data))
+            sets.update(measure_sets(args, data, images))
         result |= final_knn(ckpt, sets)
         write_json(path, result)
         print(f"   kNN own {result['knn_own_top1']:.2f}, unseen {result['knn_unseen_top1']:.2f}")
     if "linear" not in result:
-        cmd = linear_command(args, ckpt, run_dir, data / "test", -1, logs="linear_test")
+        probe_dir = probe_folder(args, data, images)
+        cmd = linear_command(args, ckpt, run_dir, data / "test", -1, "linear_test", probe_dir)
         if (probe := run_probe(args, cmd, run_dir)) is not None:
-            write_json(path, result | {"linear": probe})
+            trained = {} if probe_dir is None else {"probe_train": probe_dir.name}
+            write_json(path, result | {"linear": probe} | trained)
 
 
 def final_measures(args) -> None:
-    """Protocol 02's final measures of every finished, not diverged run of ``--plan``'s
-    protocol-02 plans and ``--seeds`` (:func:`measure_run`); stops before the next run while
-    ``PAUSE`` exists."""
-    plans = [p for p in args.plan if p in EQUAL_COMPUTE_PLANS]
+    """The final measures of every finished, not diverged run of ``--plan``'s protocol-02 or
+    protocol-05 plans and ``--seeds`` (:func:`measure_run`, with the plans' images,
+    :func:`final_images`); stops before the next run while ``PAUSE`` exists."""
+    plans = [p for p in args.plan if p in EQUAL_COMPUTE_PLANS or p in SCALE_PLANS]
     if not plans or not getattr(args, "holdout", 0):
-        sys.exit(f"--final-measures needs --holdout and a plan of {list(EQUAL_COMPUTE_PLANS)}")
+        known = [*EQUAL_COMPUTE_PLANS, *SCALE_PLANS]
+        sys.exit(f"--final-measures needs --holdout and a plan of {known}")
+    images = final_images(args, plans)
     args.out.mkdir(parents=True, exist_ok=True)
     write_settings(args)
     set_threads(args)
@@ -182,4 +235,4 @@ def final_measures(args) -> None:
             break
         run_dir = args.out / "runs" / run_name(method, variant, seed)
         if finished(args, method, variant, seed) and not (run_dir / DIVERGED).exists():
-            measure_run(args, run_dir, method, variant, data, sets)
+            measure_run(args, run_dir, method, variant, data, sets, images)

@@ -19,6 +19,7 @@ from .parity import PARITY_PLAN, parity_plan
 from .plans import PLANS
 from .report import report
 from .runs import STUDY_SCRIPT, finished, last_epoch, paused, run_name, run_schedule
+from .scale import SCALE_PLANS, scale_plan
 from .search import SEARCH_LR, search_extension, search_scores
 
 
@@ -58,9 +59,12 @@ def write_settings(args) -> None:
 def planned_runs(args, plan: str) -> list[tuple[str, str, int]]:
     """A plan's runs, seed by seed; a search plan (``lr_<method>``) run to the schedule's end
     adds the extension its rule asks for (:func:`.search.search_extension`), once; a
-    protocol-02 plan's arms are fixed from its inputs (:func:`.equal_compute.fixed_arms`)."""
+    protocol-02 plan's arms are fixed from its inputs (:func:`.equal_compute.fixed_arms`), a
+    protocol-05 plan's from its regime's (:func:`.scale.scale_plan`)."""
     if plan in EQUAL_COMPUTE_PLANS:
         return [(m, v, s) for s in args.seeds for m, v in equal_compute_plan(args, plan)]
+    if plan in SCALE_PLANS:
+        return [(m, v, s) for s in args.seeds for m, v in scale_plan(args, plan)]
     if plan == PARITY_PLAN:
         return [(m, v, s) for s in args.seeds for m, v in parity_plan(args)]
     runs = [(m, v, s) for s in args.seeds for m, v in PLANS[plan]]

@@ -11,10 +11,10 @@ import sys
 
 from .comparisons import comparison_lines, label
 from .equal_compute import ARMS_FILE
-from .equal_compute_report import equal_compute_report
 from .evaluation import K, T
 from .parity import parity_report_lines
 from .runs import DIVERGED, EvalLog, parse_run_name, run_dirs, run_epochs, run_name, studies
+from .scale_report import protocol_report
 from .search import (
     SEARCH_EXTENSION,
     SEARCH_FACTORS,
@@ -266,10 +266,11 @@ def evaluation_lines(runs: dict) -> list[str]:
 
 def report(args) -> None:
     """``report.md`` and ``study.png`` in ``--out`` from every run with results (and protocol
-    02's ``equal_compute.md`` where its arms are fixed)."""
+    02's ``equal_compute.md``, or protocol 05's report of all its regimes, where their arms
+    are fixed)."""
     adopt_settings(args)
     if (args.out / ARMS_FILE).exists() and not getattr(args, "pool", None):
-        equal_compute_report(args)  # protocol 02's own report, arms fixed (even before runs)
+        protocol_report(args)  # protocol 02's or 05's own report, arms fixed (even before runs)
     runs = collect(args)
     if not runs:
         print("no results yet")

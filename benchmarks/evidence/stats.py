@@ -1,6 +1,7 @@
 """The study's statistics: wall-clock with disturbed epochs clipped, curves read at a point,
-the rule for calling a difference between two arms, and protocol 02's confidence intervals
-of a mean difference (Welch's, and paired by seed) with its verdict rule."""
+the rule for calling a difference between two arms, protocol 02's confidence intervals
+of a mean difference (Welch's, and paired by seed) with its verdict rule, and protocol 05's
+interval of a signed sum of independent means (the change of a difference between regimes)."""
 
 from __future__ import annotations
 
@@ -85,13 +86,14 @@ AGREE_MARGIN = 1.0
 
 class Interval(NamedTuple):
     """A mean difference A - B with its confidence interval and the t distribution's degrees
-    of freedom; ``n`` is (n_A, n_B) for Welch's interval, (pairs, pairs) for the paired one."""
+    of freedom; ``n`` is (n_A, n_B) for Welch's interval, (pairs, pairs) for the paired one,
+    every sample's n for a signed sum of means (:func:`contrast_interval`)."""
 
     diff: float
     low: float
     high: float
     df: float
-    n: tuple[int, int]
+    n: tuple[int, ...]
 
 
 def t_quantile(level: float, df: float) -> float:
@@ -102,19 +104,39 @@ def t_quantile(level: float, df: float) -> float:
     return float(t.ppf((1 + level) / 2, df))
 
 
+def contrast_interval(
+    terms: list[tuple[int, list[float]]], level: float = LEVEL
+) -> Interval | None:
+    """The confidence interval of ``sum(sign x mean(sample))`` over independent ``terms``
+    (``(sign, sample)``, sign +1 or -1; each sample's variance its own): the standard error
+    ``sqrt(sum var_i / n_i)`` and the Welch-Satterthwaite degrees of freedom
+    ``(sum var_i / n_i)^2 / sum ((var_i / n_i)^2 / (n_i - 1))``. None with fewer than 2 values
+    in a sample or no spread in any (no interval exists). Two terms (+a, -b) are Welch's
+    interval; four (+E_R, -S_R, -E_R1, +S_R1) protocol 05's change of an advantage."""
+    if any(len(x) < 2 for _, x in terms):
+        return None
+    v = [statistics.variance(x) / len(x) for _, x in terms]
+    if sum(v) == 0:
+        return None
+    df = sum(v) ** 2 / sum(vi**2 / (len(x) - 1) for vi, (_, x) in zip(v, terms, strict=True))
+    diff = sum(sign * statistics.fmean(x) for sign, x in terms)
+    half = t_quantile(level, df) * math.sqrt(sum(v))
+    return Interval(diff, diff - half, diff + half, df, tuple(len(x) for _, x in terms))
+
+
 def welch_interval(a: list[float], b: list[float], level: float = LEVEL) -> Interval | None:
     """Welch's confidence interval of mean(a) - mean(b) (the two samples independent, their
     variances unequal), with the Welch-Satterthwaite degrees of freedom; None with fewer than
     2 values in an arm or no spread in either (no interval exists)."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return None
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    half = t_quantile(level, df) * math.sqrt(va + vb)
-    return Interval(diff, diff - half, diff + half, df, (len(a), len(b)))
+    return contrast_interval([(1, a), (-1, b)], level)
+
+
+def change_interval(
+    e: list[float], s: list[float], e1: list[float], s1: list[float], level: float = LEVEL
+) -> Interval | None:
+    """Protocol 05's change of the advantage between regimes, ``(mean(e) - mean(s)) -
+    (mean(e1) - mean(s1))``, from four independent samples (:func:`contrast_interval`)."""
+    return contrast_interval([(1, e), (-1, s), (-1, e1), (1, s1)], level)
 
 
 def paired_interval(
