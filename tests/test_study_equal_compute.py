@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -254,6 +255,15 @@ def test_the_arms_are_fixed_once_and_run_in_the_protocols_order(tmp_path, monkey
     assert fixed["arms"]["S-long"]["variant"] == "lr=0.133,wu=0,ep=33"
     assert fixed["learning_rates"]["simclr"]["search_variant"] == "lr=0.133,wu=0"
     assert len(fixed["step_cost"]["sha256"]) == 64
+    # the record holds no machine's folders: its inputs relative to the study folder, which
+    # read_arms resolves again
+    assert not any(
+        Path(fixed[k] if k == "lr_search" else fixed[k]["csv"]).is_absolute()
+        for k in ("lr_search", "step_cost")
+    )
+    resolved = ec.read_arms(args.out)
+    assert Path(resolved["step_cost"]["csv"]).resolve() == args.step_cost.resolve()
+    assert Path(resolved["lr_search"]).resolve() == Path(args.lr_search).resolve()
     # the workers get each run's own schedule; a finished run is skipped
     add = ev_runs.EvalLog(args.out / "runs" / ev_runs.run_name("effssl", runs[0][1], 0)).add
     (args.out / "runs" / ev_runs.run_name("effssl", runs[0][1], 0)).mkdir(parents=True)
@@ -551,3 +561,12 @@ def test_the_runner_measures_the_step_cost_only_on_an_idle_machine_then_runs_in_
     proc = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 1 and "otherwise idle" in proc.stdout, proc.stdout + proc.stderr
     assert not (tmp_path / "out" / ec.STEP_COST_FILE).exists()
+
+
+def test_reports_show_paths_from_the_repository_that_holds_them(tmp_path):
+    """A pinned copy writes into another checkout: the report names the path from that
+    checkout's root, never the machine's folders."""
+    (tmp_path / "checkout" / ".git").mkdir(parents=True)
+    inside = tmp_path / "checkout" / "benchmarks" / "results" / "lr_search"
+    assert ec_report.in_repo(str(inside)) == "benchmarks/results/lr_search"
+    assert ec_report.in_repo(str(tmp_path / "elsewhere" / "lr_search")) == "elsewhere/lr_search"

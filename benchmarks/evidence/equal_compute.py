@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -271,7 +272,8 @@ def design(args, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict:
     return {
         "protocol": rule.protocol,
         "arms": arms,
-        "step_cost": {"csv": str(args.step_cost), "sha256": file_digest(args.step_cost)}
+        "step_cost": {"csv": relative_to(args.step_cost, args.out)}
+        | {"sha256": file_digest(args.step_cost)}
         | {"median_s_per_step": costs},
         "steps_per_epoch": rule.steps_per_epoch,
         "learning_rates": {
@@ -279,8 +281,25 @@ def design(args, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict:
             | {"scores": {f"{lr:g}": v for lr, v in sorted(c.scores.items())}}
             for m, c in choices.items()
         },
-        "lr_search": str(args.lr_search),
+        "lr_search": relative_to(args.lr_search, args.out),
     }
+
+
+def relative_to(path: Path, folder: Path) -> str:
+    """``path`` as the arms file records it: relative to the study folder ``folder`` (no
+    machine's folders in records; :func:`read_arms` resolves it again)."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
+def read_arms(out: Path) -> dict:
+    """``<out>/arms.json`` with its input paths resolved against ``out`` (an absolute path,
+    as the first arms files recorded, stays as it is)."""
+    fixed = json.loads((Path(out) / ARMS_FILE).read_text())
+    if "csv" in fixed.get("step_cost", {}):
+        fixed["step_cost"]["csv"] = str(Path(out) / fixed["step_cost"]["csv"])
+    if "lr_search" in fixed:
+        fixed["lr_search"] = str(Path(out) / fixed["lr_search"])
+    return fixed
 
 
 def fixed_arms(args, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict:
@@ -293,7 +312,7 @@ def fixed_arms(args, rule: ArmRule = EQUAL_COMPUTE_RULE) -> dict:
         sys.exit(f"{rule.name} cannot fix its arms yet: {error}")
     path = args.out / ARMS_FILE
     if path.exists():
-        fixed = json.loads(path.read_text())
+        fixed = read_arms(args.out)
         if fixed.get("protocol") != rule.protocol or fixed["arms"] != fresh["arms"]:
             sys.exit(f"{path} fixed other arms than its inputs give now: {fresh['arms']}")
         return fixed

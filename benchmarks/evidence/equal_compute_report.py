@@ -14,13 +14,13 @@ import subprocess
 from pathlib import Path
 
 from .equal_compute import (
-    ARMS_FILE,
     BUDGET_EPOCHS,
     EFFSSL,
     FINAL_FILE,
     PROTOCOL,
     SIMCLR,
     STEPS_PER_EPOCH,
+    read_arms,
 )
 from .runs import DIVERGED, REPO, EvalLog, parse_run_name, run_dirs
 from .stats import AGREE_MARGIN, LEVEL, Interval, mean_std, paired_interval, verdict, welch_interval
@@ -214,11 +214,13 @@ def run_lines(records: dict, arms: dict) -> list[str]:
 
 
 def in_repo(path: str) -> str:
-    """``path`` relative to the repository when inside it (no machine's folders in reports)."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO.resolve()))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the git repository that holds it (this code's, or the one a pinned
+    copy writes its results into; no machine's folders in reports), else its last two parts."""
+    resolved = Path(path).resolve()
+    for folder in resolved.parents:
+        if (folder / ".git").exists():
+            return str(resolved.relative_to(folder))
+    return str(Path(*resolved.parts[-2:]))
 
 
 def step_cost_lines(fixed: dict) -> list[str]:
@@ -389,7 +391,7 @@ def header_lines(records: dict) -> list[str]:
 
 def equal_compute_report(args) -> None:
     """``<out>/equal_compute.md`` from ``arms.json`` and every run with records."""
-    fixed = json.loads((args.out / ARMS_FILE).read_text())
+    fixed = read_arms(args.out)
     records = arm_records(args, fixed["arms"])
     lines = header_lines(records) + comparison_lines(records, fixed["arms"])
     lines += run_lines(records, fixed["arms"]) + step_cost_lines(fixed) + lr_lines(fixed)

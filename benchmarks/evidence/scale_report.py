@@ -7,12 +7,11 @@ regime's step cost and the epochs it gave; the compute spent; the commits; the d
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
-from .equal_compute import ARMS_FILE
+from .equal_compute import ARMS_FILE, read_arms
 from .equal_compute_report import (
     MEASURES,
     arm_records,
@@ -50,7 +49,7 @@ def r1_state(r1_out: Path) -> tuple[dict | None, dict]:
     path = Path(r1_out) / ARMS_FILE
     if not path.exists():
         return None, {arm: {} for arm in ARMS}
-    fixed = json.loads(path.read_text())
+    fixed = read_arms(path.parent)
     arms = {arm: fixed["arms"][name] for arm, name in R1_ARMS.items()}
     records = arm_records(SimpleNamespace(out=Path(r1_out)), arms)
     records = {arm: {s: r for s, r in runs.items() if s in SEEDS} for arm, runs in records.items()}
@@ -66,7 +65,7 @@ def regime_states(root: Path, r1_out: Path) -> dict[str, tuple[dict | None, dict
         if not path.exists():
             states[name] = (None, {arm: {} for arm in ARMS})
             continue
-        fixed = json.loads(path.read_text())
+        fixed = read_arms(path.parent)
         states[name] = (fixed, arm_records(SimpleNamespace(out=path.parent), fixed["arms"]))
     return states
 
@@ -292,8 +291,7 @@ def scale_report(root: Path, r1_out: Path = EQUAL_COMPUTE_OUT) -> Path:
 def protocol_report(args) -> None:
     """The report of the protocol whose arms ``--out`` holds: protocol 05's of the regimes'
     root (``--out``'s parent; R1 from ``--equal-compute``), else protocol 02's."""
-    fixed = json.loads((args.out / ARMS_FILE).read_text())
-    if fixed.get("protocol") == PROTOCOL:
+    if read_arms(args.out).get("protocol") == PROTOCOL:
         scale_report(args.out.parent, getattr(args, "equal_compute", None) or EQUAL_COMPUTE_OUT)
     else:
         equal_compute_report(args)
