@@ -331,7 +331,7 @@ def run_code_lines(records: dict, arms: dict, unseen: str = UNSEEN_WORDS) -> lis
         for commit in r["commits"]:
             commits[commit] = commits.get(commit, 0) + 1
     digests = sorted({r["unseen_sha256"] for r in runs.values()} - {None})
-    sources = sorted({source for r in runs.values() for source in r["sources"]})
+    sources = sorted({in_repo(source) for r in runs.values() for source in r["sources"]})
     return [
         "- Commits the runs ran (runs that ran each): "
         + (", ".join(f"{c} x{n}" for c, n in sorted(commits.items())) or "none yet")
