@@ -490,7 +490,7 @@ def test_the_report_shows_every_seed_the_intervals_and_an_interim_verdict(tmp_pa
     if protocol:  # a clone with history
         assert f"committed in {protocol[-1]}" in text
     assert f"`{'f' * 64}`" in text and "## Deviations (from the protocol)" in text
-    assert f"{'a' * 12} x7; `effssl_plugin` imported from /pin_site/effssl_plugin." in text
+    assert f"{'a' * 12} x7; `effssl_plugin` imported from pin_site/effssl_plugin." in text
     # compute: 3 x 15 + 3 x 10 + 1 x 10 epochs of 19 steps, each run counted once
     assert "| all | | 1615 |" in text
 
