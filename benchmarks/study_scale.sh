@@ -39,13 +39,17 @@ use_pinned_code || exit 1
 mkdir -p "$ROOT"
 paused() { { [ -e "$ROOT/PAUSE" ] || [ -e "$1/PAUSE" ]; } && echo "PAUSE present: stopping" ; }
 
-# regime <name> <plan> <model> <fraction> <images> <negatives>: steps 1-3 for one regime;
+# regime <name>: steps 1-3 for one regime, whose plan, share, model, EffSSL's negatives and
+# step-cost options come from benchmarks/evidence/scale.py (REGIMES, defined there only);
 # returns 0 when done or paused, 1 when a step failed: a failed run lets the other seeds go on,
 # but the next regime waits (R2 before R3) until a new start has finished it (a run that
 # diverged counts as finished then; runs.log has the errors)
 regime() {
-    local name=$1 plan=$2 model=$3 fraction=$4 samples=$5 negatives=$6 seed failed=0
+    local name=$1 settings plan fraction model negatives seed failed=0 cost_options
     local out=$ROOT/$name
+    settings=$(cd "$(dirname "$0")" && python -m evidence.scale "$name") || return 1
+    read -r plan fraction model negatives <<< "${settings%%$'\n'*}"
+    read -r -a cost_options <<< "${settings#*$'\n'}"
     local cost=$out/step_cost_cpu_${model}_b256.csv
     local common=(--holdout 500 --split-seed 0 --eval-set val --fraction "$fraction"
         --model "$model" --negatives "$negatives" --batch 256 --epochs 15 --eval-epochs 5 10 15
@@ -59,9 +63,7 @@ regime() {
         echo "the regime's first run; restore the committed CSV (nothing is measured now)."
         return 1
     fi
-    measure_step_cost "$out" "$cost" --device cpu --model "$model" --batch 256 --size 32 \
-        --samples "$samples" --negatives "$negatives" --methods effssl simclr backbone \
-        --rounds 6 --steps 3 || return 1
+    measure_step_cost "$out" "$cost" "${cost_options[@]}" || return 1
     # 2. the arms, fixed once
     python benchmarks/study.py --arms --plan "$plan" "${common[@]}" || return 1
     # 3. seed by seed: E and S, then their final measures
@@ -75,6 +77,6 @@ regime() {
     [ "$failed" = 0 ] || echo "$name: a step failed (see $out/runs.log); start again to retry"
     return "$failed"
 }
-regime R2 scale_r2 mobilenetv3_small_100 0.4 20000 10000 || exit 1
+regime R2 || exit 1
 paused "$ROOT/R2" && exit 0
-regime R3 scale_r3 resnet18 0.1 5000 -1 || exit 1
+regime R3 || exit 1

@@ -384,10 +384,13 @@ def test_workers_set_their_threads_and_record_code_and_import_paths(tmp_path):
     finally:
         torch.set_num_threads(before)
     ev_runs.record_start(tmp_path, threads=1)
-    first, second = (tmp_path / "starts.log").read_text().splitlines()
+    first, second, third = (tmp_path / "starts.log").read_text().splitlines()
     # the full hash, then ':' (clean tree) or ' (uncommitted changes):'
     assert re.search(r" commit [0-9a-f]{40}( \(uncommitted changes\))?: ", first), first
     assert "effssl_plugin /" in second and "torch threads 1" in second
+    # the machine: its CPU model, its CPUs and torch's version
+    assert third.startswith("    machine ") and f", {os.cpu_count()} cpus, " in third, third
+    assert third.endswith(f"torch {torch.__version__}"), third
 
 
 def test_report_aggregates_seeds_and_marks_unfinished_runs(tmp_path):

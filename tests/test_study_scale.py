@@ -397,22 +397,30 @@ def test_the_runner_orders_the_regimes_and_measures_each_step_cost_only_when_idl
     text = script.read_text()
     assert text.splitlines()[1].startswith("# Issue 27, point 6")  # the usage at the top
     calls = [ln for ln in text.splitlines() if ln.startswith("regime ")]
-    assert calls == [
-        "regime R2 scale_r2 mobilenetv3_small_100 0.4 20000 10000 || exit 1",
-        "regime R3 scale_r3 resnet18 0.1 5000 -1 || exit 1",
-    ]
+    assert calls == ["regime R2 || exit 1", "regime R3 || exit 1"]  # R2 before R3
     assert "for seed in 0 1 2; do" in text and "--holdout 500" in text and "--threads 1" in text
-    measure = " ".join(
-        text.split('measure_step_cost "$out" "$cost"')[1].split("|| return")[0].split()
+    assert 'measure_step_cost "$out" "$cost" "${cost_options[@]}"' in text
+    # the settings the runner reads (python -m evidence.scale <regime>) are REGIMES' own
+    for name, plan in (("R2", "scale_r2"), ("R3", "scale_r3")):
+        regime = scale.REGIMES[name]
+        got = subprocess.run(
+            [sys.executable, "-m", "evidence.scale", name],
+            cwd=REPO / "benchmarks",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        assert got[0].split() == [plan, str(regime.fraction), regime.model, str(regime.negatives)]
+        expected = scale.step_cost_command(regime).split("step_cost.py ")[1]
+        assert got[1] == expected.removesuffix(" --out <out>"), (got, expected)
+        assert f"--samples {regime.images} " in got[1] and f"--model {regime.model} " in got[1]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "evidence.scale", "R1"],
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
     )
-    measure = measure.replace(" \\", "")
-    for call, regime in zip(calls, ("R2", "R3"), strict=True):
-        _, _, _, model, fraction, samples, negatives, *_ = call.split()
-        filled = measure.replace('"$model"', model).replace('"$samples"', samples)
-        filled = filled.replace('"$negatives"', negatives)
-        expected = scale.step_cost_command(scale.REGIMES[regime]).split("step_cost.py ")[1]
-        assert filled == expected.removesuffix(" --out <out>"), (filled, expected)
-        assert float(fraction) == scale.REGIMES[regime].fraction
+    assert unknown.returncode != 0 and "usage" in unknown.stderr
     path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "ROOT": str(tmp_path / "scale"), "IDLE": "0", "PATH": path}
     proc = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True)

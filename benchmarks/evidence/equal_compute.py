@@ -74,11 +74,30 @@ STEP_COST_SETUP = {
     "steps_timed": "18",
 }
 STEP_COST_METHODS = ("effssl", "simclr", "backbone")
-STEP_COST_COMMAND = (
-    "python benchmarks/step_cost.py --device cpu --model mobilenetv3_small_100 --batch 256 "
-    "--size 32 --samples 5000 --negatives -1 --methods effssl simclr backbone --rounds 6 "
-    "--steps 3 --out <out>"
-)
+
+
+def step_cost_options(
+    model: str = STEP_COST_SETUP["model"], samples: int = 5000, negatives: int = -1
+) -> list[str]:
+    """``step_cost.py``'s options for a protocol's measurement of ``model`` with ``samples``
+    bank rows and EffSSL's ``negatives`` (CPU, batch 256, 32 px, 6 rounds x 3 steps timed);
+    the thread count comes from ``OMP_NUM_THREADS``, ``--out`` from the runner."""
+    return [
+        *("--device", "cpu", "--model", model, "--batch", str(BATCH), "--size", "32"),
+        *("--samples", str(samples), "--negatives", str(negatives)),
+        *("--methods", *STEP_COST_METHODS, "--rounds", "6", "--steps", "3"),
+    ]
+
+
+def step_cost_command(
+    model: str = STEP_COST_SETUP["model"], samples: int = 5000, negatives: int = -1
+) -> str:
+    """The step-cost measurement a protocol names, as a command line."""
+    options = " ".join(step_cost_options(model, samples, negatives))
+    return f"python benchmarks/step_cost.py {options} --out <out>"
+
+
+STEP_COST_COMMAND = step_cost_command()
 #: the plans (``--plan``): one budget each, its arms in the protocol's order
 EQUAL_COMPUTE_PLANS = {"equal_compute_short": "short", "equal_compute_long": "long"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -171,11 +172,27 @@ def git(*cmd: str) -> str:
     return out.stdout.strip()
 
 
+def machine_words() -> str:
+    """The machine a run ran on, e.g. ``AMD EPYC 7B13, 2 cpus, torch 2.14.1``: the CPU model
+    (``/proc/cpuinfo``'s first ``model name``, or :func:`platform.processor`), the CPUs and
+    the torch version. Machines change between sessions, and a run's numbers depend on them."""
+    import torch
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cpus, torch {torch.__version__}"
+
+
 def record_start(run_dir: Path, threads: int | None = None) -> None:
     """Appends this (re)start's code version and command to the run's ``starts.log``: the
     commit of the study's code, a mark when its package, configs or runner have uncommitted
     changes, where ``effssl_plugin`` and its configs were imported from (a pinned copy, or the
-    editable checkout), and torch's thread count."""
+    editable checkout), torch's thread count and the machine (:func:`machine_words`)."""
     import effssl_plugin
 
     spec = importlib.util.find_spec("effssl_plugin.configs")
@@ -194,6 +211,7 @@ def record_start(run_dir: Path, threads: int | None = None) -> None:
             f"{Path(effssl_plugin.__file__).resolve().parent}, configs "
             f"{', '.join(configs)}, torch threads {threads}\n"
         )
+        f.write(f"    machine {machine_words()}\n")
     print(
         f"[{run_dir.name}] commit {git('rev-parse', 'HEAD')}{dirty}; effssl_plugin from "
         f"{effssl_plugin.__file__}; configs from {', '.join(configs)}; torch threads {threads}",

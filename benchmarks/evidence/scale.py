@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from typing import NamedTuple
 
+from . import equal_compute
 from .data import share_per_class
 from .equal_compute import (
     BATCH,
-    STEP_COST_METHODS,
     STEP_COST_SETUP,
     ArmRule,
     equal_compute_pair,
@@ -90,11 +90,17 @@ def scale_arm_epochs(costs: dict[str, float]) -> dict[str, dict]:
 
 def step_cost_command(regime: Regime) -> str:
     """The step-cost measurement the protocol names for ``regime``."""
-    return (
-        f"python benchmarks/step_cost.py --device cpu --model {regime.model} --batch {BATCH} "
-        f"--size 32 --samples {regime.images} --negatives {regime.negatives} --methods "
-        f"{' '.join(STEP_COST_METHODS)} --rounds 6 --steps 3 --out <out>"
-    )
+    return equal_compute.step_cost_command(regime.model, regime.images, regime.negatives)
+
+
+def shell_settings(name: str) -> str:
+    """A new regime's settings for ``benchmarks/study_scale.sh``, so that they are defined
+    here only: its plan, share, model and EffSSL's negatives on line 1, its step-cost options
+    (:func:`.equal_compute.step_cost_options`) on line 2."""
+    regime = REGIMES[name]
+    (plan,) = [p for p, r in SCALE_PLANS.items() if r == name]
+    cost = equal_compute.step_cost_options(regime.model, regime.images, regime.negatives)
+    return f"{plan} {regime.fraction} {regime.model} {regime.negatives}\n{' '.join(cost)}"
 
 
 def regime_rule(regime: Regime) -> ArmRule:
@@ -146,3 +152,9 @@ def study_arms(args) -> dict:
     ``--plan``, else protocol 02's."""
     scale = [p for p in args.plan if p in SCALE_PLANS]
     return fixed_arms(args, regime_rule(plan_regime(args, scale[0]))) if scale else fixed_arms(args)
+
+
+if __name__ == "__main__":  # python -m evidence.scale R2 (from benchmarks/): study_scale.sh
+    if len(sys.argv) != 2 or sys.argv[1] not in SCALE_PLANS.values():
+        sys.exit(f"usage: python -m evidence.scale {{{','.join(SCALE_PLANS.values())}}}")
+    print(shell_settings(sys.argv[1]))
