@@ -167,6 +167,11 @@ def test_effssl_runs_pin_the_grad_baseline_and_variants_override_it(tmp_path):
     assert composed("effssl", "bank_update=ema")["method_kwargs"]["bank_update"] == "ema"
     assert composed("effssl", "kl_weight=0")["method_kwargs"]["bank_update"] == "grad"
     assert composed("simclr", "default")["optimizer"]["lr"] != 0.1  # effssl overrides only
+    # every study run names solo-learn's PIL pipeline, whatever the preset's default; protocol
+    # 04's variants name their own, and win
+    assert default["data"]["pipeline"] == composed("simclr", "default")["data"]["pipeline"] == "pil"
+    tensor = composed("effssl", "lr=0.1,wu=0,pipeline=tensor")["data"]["pipeline"]
+    assert tensor == "tensor"
     assert comparisons.label("effssl", "default") == "effssl (grad)"
 
 

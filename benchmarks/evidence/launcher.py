@@ -32,6 +32,9 @@ def launcher_overrides(args, data: Path, run_dir: Path) -> list[str]:
     overrides = [
         f"machine={args.machine}",
         "dataset=custom_lowres",
+        # solo-learn's PIL pipeline, named, so that every protocol's arms stay the ones that
+        # ran before data.pipeline's default changed (protocol 04's variants name their own)
+        "data.pipeline=pil",
         f"data.train_path={hydra_path(train_dir)}",
         "data.val_path=null",
         f"data.num_workers={args.workers}",
