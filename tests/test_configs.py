@@ -48,6 +48,19 @@ def test_each_preset_selects_one_pipeline_at_its_crop_size(preset):
         assert (views.rrc.crop_min_scale, views.color_jitter.prob) == (0.2, 0.8)
 
 
+#: the presets whose data.pipeline default is the batched tensor pipeline (protocol 04's rule:
+#: low-resolution presets only, after its 12 runs showed no separation; docs/BENCHMARKS.md 5c)
+TENSOR_PRESETS = ("cifar10", "cifar100", "stl10", "custom_lowres")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_low_resolution_presets_default_to_the_tensor_pipeline_and_pil_is_one_setting_away(preset):
+    want = "tensor" if preset in TENSOR_PRESETS else "pil"
+    for config in PRETRAIN_CONFIGS:
+        assert compose(config, [f"dataset={preset}"]).data.pipeline == want, config
+    assert compose("effssl", [f"dataset={preset}", "data.pipeline=pil"]).data.pipeline == "pil"
+
+
 def test_pipelines_can_be_swapped_and_edited_from_the_command_line():
     cfg = compose("effssl", ["dataset=cifar10", "augmentations=stl10"])
     assert (cfg.data.dataset, cfg.augmentations[0].crop_size) == ("cifar10", 96)
