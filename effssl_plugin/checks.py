@@ -59,6 +59,9 @@ DATA_FORMATS = ("image_folder", "dali", "h5")
 #: training set decoded once and augmented a batch at a time on the training device
 #: (:mod:`effssl_plugin.tensor_data`; image folders and torchvision's CIFAR/STL-10 only)
 PIPELINES = ("pil", "tensor")
+#: the dataset presets whose ``data.pipeline`` default is ``tensor`` (configs/dataset/; set
+#: by protocol 04, docs/BENCHMARKS.md 5c), named in errors
+TENSOR_PRESETS = ("cifar10", "cifar100", "stl10", "custom_lowres")
 
 
 def select(cfg: Any, key: str, default: Any = None) -> Any:
@@ -251,13 +254,14 @@ def check_choices(cfg: DictConfig, facts: InputFacts) -> None:
     _check_choice("data.format", data_format, DATA_FORMATS)
     pipeline = select(cfg, "data.pipeline", "pil")
     _check_choice("data.pipeline", pipeline, PIPELINES)
-    if pipeline == "tensor" and data_format != "image_folder":
-        raise ConfigError(
-            f"data.pipeline=tensor decodes image folders or CIFAR/STL-10 into memory, not "
-            f"data.format={data_format} (DALI runs its own pipeline): use data.pipeline=pil"
-        )
     if data_format == "dali" and facts.dali_import_error is not None:
         raise ConfigError(f"data.format=dali needs NVIDIA DALI: {facts.dali_import_error}")
+    if pipeline == "tensor" and data_format != "image_folder":
+        raise ConfigError(
+            f"data.pipeline=tensor (the {', '.join(TENSOR_PRESETS)} presets' default) decodes "
+            f"image folders or CIFAR/STL-10 into memory, not data.format={data_format} "
+            "(DALI runs its own pipeline): add data.pipeline=pil"
+        )
     check_timm_model(cfg, facts)
     if cfg.method == "effssl":
         EffSSLSettings.from_cfg(cfg)

@@ -16,7 +16,6 @@ from urllib.error import URLError
 
 import omegaconf
 import torch
-from PIL import Image
 from solo.data.classification_dataloader import prepare_data as prepare_classification_data
 from solo.data.pretrain_dataloader import (
     CustomDatasetWithoutLabels,
@@ -42,6 +41,7 @@ from effssl_plugin.tensor_data import (
     batch_views_from_cfg,
     decode_dataset,
     decoded_loader,
+    read_rgb_image,
 )
 
 __all__ = [
@@ -64,15 +64,6 @@ log = logging.getLogger(__name__)
 DOWNLOADED_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10"}
 #: training-set sizes of the datasets torchvision downloads whole
 TRAIN_SET_SIZES = {"cifar10": 50_000, "cifar100": 50_000}
-
-
-def read_rgb_image(path: str) -> Image.Image:
-    """ImageFolder's loader, with an error that names the unreadable file."""
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except Exception as err:  # PIL raises several types for broken files
-        raise DataError(f"cannot read image file {path}: {err}") from None
 
 
 def drop_unreadable_images(dataset: ImageFolder, num_threads: int = 8) -> list[str]:

@@ -97,6 +97,16 @@ def decoded_loader(dataset: DecodedImages, batch_size: int) -> DataLoader:
     )
 
 
+def read_rgb_image(path: str) -> Image.Image:
+    """An image file as RGB, with an error that names an unreadable file (ImageFolder's
+    loader in both pipelines, and the tensor pipeline's decoder)."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as err:  # PIL raises several types for broken files
+        raise DataError(f"cannot read image file {path}: {err}") from None
+
+
 def decode_dataset(dataset: Dataset, num_threads: int = 8) -> DecodedImages:
     """solo-learn's training ``dataset`` decoded once, in its sample order: torchvision's
     CIFAR and STL-10 arrays as they are, an image folder's files decoded in threads (they
@@ -117,8 +127,7 @@ def decode_dataset(dataset: Dataset, num_threads: int = 8) -> DecodedImages:
     images = torch.empty(len(paths), 3, size[1], size[0], dtype=torch.uint8)
 
     def decode(i: int) -> None:
-        with Image.open(paths[i]) as image:
-            rgb = np.asarray(image.convert("RGB"))
+        rgb = np.asarray(read_rgb_image(paths[i]))
         if rgb.shape[:2] != (size[1], size[0]):
             raise DataError(
                 f"{paths[i]} is {rgb.shape[1]}x{rgb.shape[0]} px, {paths[0]} is "

@@ -92,6 +92,7 @@ def dali_cfg(root: Path, *overrides: str, parse: bool = True):
     cfg = compose(
         "effssl",
         [*TINY_EFFSSL, f"data.train_path={root}", "data.val_path=null", "data.format=dali"]
+        + ["data.pipeline=pil"]  # the low-resolution presets default to tensor
         + list(overrides),
     )
     return parse_pretrain_cfg(cfg) if parse else cfg

@@ -41,7 +41,10 @@ def test_ddp_bank_is_bit_identical_every_step_and_after_resume(tmp_path, rule):
     # 21 images over 2 ranks: DistributedSampler pads one duplicate index
     data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
     probe = tmp_path / "probe"
-    run_probe(ddp_overrides(data, 2, f"method_kwargs.bank_update={rule}"), tmp_path, probe)
+    # solo-learn's PIL pipeline (its loader and DistributedSampler); the tensor pipeline,
+    # custom_lowres's default, has its own DDP test below
+    overrides = ddp_overrides(data, 2, f"method_kwargs.bank_update={rule}", "data.pipeline=pil")
+    run_probe(overrides, tmp_path, probe)
     c0, c1 = checksums(probe, 0), checksums(probe, 1)
     assert c0 == c1, "bank replicas diverged"
     assert len(c0) == 2 * 2 + 1  # 11 samples per rank, batch 5, drop_last: 2 steps per epoch
@@ -60,7 +63,11 @@ def test_ddp_bank_is_bit_identical_every_step_and_after_resume(tmp_path, rule):
     (ckpt,) = run_dir.glob("*.ckpt")
     saved = torch.load(ckpt, map_location="cpu")["state_dict"]
     probe2 = tmp_path / "probe2"
-    extra = [f"method_kwargs.bank_update={rule}", f"resume_from_checkpoint={run_dir}"]
+    extra = [
+        f"method_kwargs.bank_update={rule}",
+        f"resume_from_checkpoint={run_dir}",
+        "data.pipeline=pil",
+    ]
     run_probe(ddp_overrides(data, 3, *extra), tmp_path, probe2)
     for rank in (0, 1):
         start = torch.load(probe2 / f"start_rank{rank}.pt")

@@ -163,6 +163,8 @@ def test_the_views_follow_the_config_crops_and_statistics():
     [
         (["data.pipeline=jpeg"], r"data\.pipeline must be one of \['pil', 'tensor'\]"),
         (["data.pipeline=tensor", "data.format=h5"], r"not data\.format=h5"),
+        # the preset's default, not named: the error says where it came from and the way out
+        (["data.format=h5"], r"custom_lowres presets' default\).*add data\.pipeline=pil$"),
     ],
 )
 def test_the_check_pass_refuses_a_bad_pipeline(tmp_path, extra, message):
