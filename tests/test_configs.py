@@ -59,6 +59,9 @@ def test_low_resolution_presets_default_to_the_tensor_pipeline_and_pil_is_one_se
     for config in PRETRAIN_CONFIGS:
         assert compose(config, [f"dataset={preset}"]).data.pipeline == want, config
     assert compose("effssl", [f"dataset={preset}", "data.pipeline=pil"]).data.pipeline == "pil"
+    from effssl_plugin.checks import TENSOR_PRESETS as NAMED_IN_ERRORS
+
+    assert NAMED_IN_ERRORS == TENSOR_PRESETS  # the check pass's error names the same presets
 
 
 def test_pipelines_can_be_swapped_and_edited_from_the_command_line():
