@@ -82,6 +82,7 @@ __all__ = [
     "sample_crop_boxes",
     "sample_permutations",
     "seeded_generator",
+    "stream_seed",
 ]
 
 #: aspect-ratio range of solo-learn's RandomResizedCrop (torchvision's default)
@@ -589,7 +590,13 @@ class BatchViews:
 CALIBRATION_STREAM = -1
 
 
-def seeded_generator(device: torch.device, seed: int, rank: int, stream: int) -> torch.Generator:
-    """A generator on ``device`` whose seed depends on ``(seed, rank, stream)`` only."""
+def stream_seed(seed: int, rank: int, stream: int | str) -> int:
+    """A 56-bit seed that depends on ``(seed, rank, stream)`` only: the first 7 bytes of
+    ``sha256(f"{seed}/{rank}/{stream}")``, little-endian."""
     digest = hashlib.sha256(f"{seed}/{rank}/{stream}".encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:7], "little"))
+    return int.from_bytes(digest[:7], "little")
+
+
+def seeded_generator(device: torch.device, seed: int, rank: int, stream: int) -> torch.Generator:
+    """A generator on ``device`` seeded by :func:`stream_seed` ``(seed, rank, stream)``."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, rank, stream))

@@ -22,7 +22,6 @@ from solo.data.pretrain_dataloader import (
     FullTransformPipeline,
     NCropAugmentation,
     build_transform_pipeline,
-    prepare_dataloader,
     prepare_datasets,
 )
 from solo.utils.misc import compute_dataset_size, omegaconf_select
@@ -35,6 +34,7 @@ from effssl_plugin import checks
 from effssl_plugin.augment import BatchViews
 from effssl_plugin.checks import FOLDER_DATASETS, FolderFacts, InputFacts
 from effssl_plugin.cli import hydra_config_name
+from effssl_plugin.epoch_streams import shuffled_loader
 from effssl_plugin.errors import ConfigError, DataError
 from effssl_plugin.preprocessing import eval_transform
 from effssl_plugin.tensor_data import (
@@ -253,6 +253,12 @@ class PretrainData:
     calibration: Dataset | None = None
     views: BatchViews | None = None
 
+    @property
+    def loader_generator(self) -> torch.Generator | None:
+        """The training loader's generator (:class:`~effssl_plugin.epoch_streams.EpochStreams`
+        seeds it per epoch); ``None`` with DALI."""
+        return None if self.train_loader is None else self.train_loader.generator
+
     def fit_kwargs(self, val_loader: DataLoader | None) -> dict[str, Any]:
         """``Trainer.fit``'s data arguments, with ``val_loader`` (or no validation)."""
         if self.datamodule is None:
@@ -278,7 +284,8 @@ def build_pretrain_data(cfg: omegaconf.DictConfig) -> PretrainData:
         return PretrainData(len(decoded), train_loader=loader, views=views)
     if cfg.data.format != "dali":
         dataset = build_pretrain_dataset(cfg)
-        loader = prepare_dataloader(
+        # solo-learn's prepare_dataloader, with the shuffle and worker seeds per epoch
+        loader = shuffled_loader(
             dataset, batch_size=cfg.optimizer.batch_size, num_workers=cfg.data.num_workers
         )
         return PretrainData(num_samples=len(dataset), train_loader=loader)

@@ -54,6 +54,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     from effssl_plugin.checks import check_data_size, check_inputs, check_resume
     from effssl_plugin.config import describe_inputs, parse_pretrain_cfg
     from effssl_plugin.data import build_pretrain_data, build_val_loader
+    from effssl_plugin.epoch_streams import EpochStreams
     from effssl_plugin.errors import ConfigError
     from effssl_plugin.export import EncoderExport
     from effssl_plugin.summary import RunSummary, report_if_finished
@@ -99,10 +100,15 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> Path:
     if data.views is not None and cfg.method == "effssl":  # the calibration's training view
         model.calibration_views = data.views
 
-    # callbacks: solo-learn's with atomic checkpoints in the run directory, learning-rate
+    # then solo-learn's with atomic checkpoints in the run directory, learning-rate
     # logging with any logger, the batched augmentation (data.pipeline=tensor), then the
     # encoder export and the end-of-run summary
-    callbacks: list = [LearningRateMonitor(logging_interval="step"), EncoderExport(cfg, run_dir)]
+    # callbacks: every epoch's random streams seeded from (seed, epoch) first (exact resume),
+    callbacks: list = [
+        EpochStreams(cfg.seed, data.loader_generator),
+        LearningRateMonitor(logging_interval="step"),
+        EncoderExport(cfg, run_dir),
+    ]
     if data.views is not None:  # data.pipeline=tensor: each batch augmented on the device
         callbacks.append(DeviceAugmentation(data.views, cfg.seed))
     if cfg.checkpoint.enabled:

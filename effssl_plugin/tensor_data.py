@@ -34,6 +34,7 @@ from effssl_plugin.augment import (
     BatchViews,
     seeded_generator,
 )
+from effssl_plugin.epoch_streams import shuffled_loader
 from effssl_plugin.errors import DataError
 
 __all__ = [
@@ -85,15 +86,13 @@ class DecodedImages(Dataset):
 def decoded_loader(dataset: DecodedImages, batch_size: int) -> DataLoader:
     """The training loader: shuffled batches of ``batch_size`` (the last partial one dropped,
     as solo-learn's), fetched in the main process (indexing needs no worker), pinned for a
-    GPU. Lightning gives it a ``DistributedSampler`` under DDP as any DataLoader."""
-    return DataLoader(
+    GPU; its shuffle is seeded per epoch (:mod:`effssl_plugin.epoch_streams`)."""
+    return shuffled_loader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
         num_workers=0,
-        collate_fn=DecodedImages.collate_fn,
         pin_memory=torch.cuda.is_available(),
+        collate_fn=DecodedImages.collate_fn,
     )
 
 
