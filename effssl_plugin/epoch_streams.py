@@ -25,40 +25,60 @@ Already functions of the seed and the step or epoch, with no state to save: EffS
 ``data.pipeline=tensor`` (:class:`~effssl_plugin.tensor_data.DeviceAugmentation`). DALI's
 pipelines shuffle and augment with their own generators and are not covered.
 
-Under DDP, Lightning wraps :class:`EpochShuffle` in its ``DistributedSamplerWrapper`` without
-shuffling again (it only shuffles a ``RandomSampler``): every rank draws the same permutation
-from the same seed and takes its own share of it. (A plain ``RandomSampler`` would be replaced
-by a ``DistributedSampler`` whose first resumed epoch, with workers, would use epoch 0's order:
-Lightning sets its epoch after making the iterator.)
+Under DDP every rank draws the same permutation from the same seed and takes its share of it,
+as a ``DistributedSampler`` would (padded to a multiple of the world size, every world-size-th
+index). :class:`EpochShuffle` is a ``DistributedSampler`` so that Lightning leaves it in place:
+Lightning replaces any other training sampler by a ``DistributedSampler`` (or wraps it in one)
+that shuffles by ``seed + epoch``, and it sets that epoch only after making the epoch's
+iterator, so with loader workers a resumed run's first epoch took epoch 0's order
+(``tests/test_ddp.py`` caught it).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from effssl_plugin.augment import stream_seed
 
 __all__ = ["EpochShuffle", "EpochStreams", "shuffled_loader"]
 
 
-class EpochShuffle(Sampler[int]):
-    """A permutation of ``range(num_samples)`` per iteration, drawn from ``generator`` (a
-    ``RandomSampler`` with a generator, which Lightning does not replace under DDP)."""
+class EpochShuffle(DistributedSampler):
+    """Per iteration, a permutation of the dataset's indexes drawn from ``generator``, and this
+    rank's share of it: ``order`` padded with its first indexes to a multiple of the world size,
+    then ``order[rank::world_size]`` (``DistributedSampler``'s split, without its shuffle). The
+    world size and rank are read from ``torch.distributed`` when iterated (1 and 0 without a
+    process group), as the loader is built before Lightning starts the processes."""
 
-    def __init__(self, num_samples: int, generator: torch.Generator) -> None:
-        self.num_samples, self.generator = int(num_samples), generator
+    def __init__(self, dataset: Dataset, generator: torch.Generator) -> None:
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=False)  # type: ignore[arg-type]
+        self.generator = generator
+
+    def _share(self) -> None:
+        """``num_replicas``, ``rank``, ``num_samples`` and ``total_size`` of the live group."""
+        if dist.is_available() and dist.is_initialized():
+            self.num_replicas, self.rank = dist.get_world_size(), dist.get_rank()
+        self.num_samples = math.ceil(len(self.dataset) / self.num_replicas)  # type: ignore[arg-type]
+        self.total_size = self.num_samples * self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
-        yield from torch.randperm(self.num_samples, generator=self.generator).tolist()
+        self._share()
+        size = len(self.dataset)  # type: ignore[arg-type]
+        order = torch.randperm(size, generator=self.generator).tolist()
+        order += order[: self.total_size - size]
+        yield from order[self.rank : self.total_size : self.num_replicas]
 
     def __len__(self) -> int:
+        self._share()
         return self.num_samples
 
 
@@ -76,7 +96,7 @@ def shuffled_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffle(len(dataset), generator),  # type: ignore[arg-type]
+        sampler=EpochShuffle(dataset, generator),
         generator=generator,
         num_workers=num_workers,
         pin_memory=pin_memory,

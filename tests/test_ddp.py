@@ -23,8 +23,10 @@ def ddp_overrides(data: Path, max_epochs: int, *extra: str) -> list[str]:
     return tiny_overrides(data, max_epochs, 5, 8, "strategy=ddp", "devices=2", *extra)
 
 
-def run_probe(overrides: list[str], cwd: Path, probe: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EFFSSL_PROBE_DIR": str(probe), "PYTHONUNBUFFERED": "1"}
+def run_probe(
+    overrides: list[str], cwd: Path, probe: Path, **extra_env: str
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EFFSSL_PROBE_DIR": str(probe), "PYTHONUNBUFFERED": "1", **extra_env}
     proc = subprocess.run(
         python_cmd(PROBE, *overrides), cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
@@ -38,10 +40,10 @@ def checksums(probe: Path, rank: int) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("rule", ["grad", "ema"])
 def test_ddp_bank_is_bit_identical_every_step_and_after_resume(tmp_path, rule):
-    # 21 images over 2 ranks: DistributedSampler pads one duplicate index
+    # 21 images over 2 ranks: Lightning's distributed sampler pads one duplicate index
     data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
     probe = tmp_path / "probe"
-    # solo-learn's PIL pipeline (its loader and DistributedSampler); the tensor pipeline,
+    # solo-learn's PIL pipeline (its datasets in this package's loader); the tensor pipeline,
     # custom_lowres's default, has its own DDP test below
     overrides = ddp_overrides(data, 2, f"method_kwargs.bank_update={rule}", "data.pipeline=pil")
     run_probe(overrides, tmp_path, probe)
@@ -119,7 +121,7 @@ pretrain(cfg, extra_callbacks=[Check()])
 def test_ddp_with_the_tensor_pipeline_splits_the_decoded_set_and_keeps_the_bank_identical(
     tmp_path,
 ):
-    """data.pipeline=tensor under DDP: Lightning's DistributedSampler over the decoded set's
+    """data.pipeline=tensor under DDP: Lightning's distributed sampler over the decoded set's
     whole-batch fetches, the calibration over the decoded set, the bank identical on both
     ranks at every step and every row written."""
     data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
@@ -131,3 +133,28 @@ def test_ddp_with_the_tensor_pipeline_splits_the_decoded_set_and_keeps_the_bank_
     assert len({h for _, h in c0}) == len(c0)
     end0 = torch.load(probe / "bank_end_rank0.pt")
     assert int(end0["num_updates"]) == 4 and (end0["last_write"] >= 0).all()
+
+
+def test_ddp_run_stopped_and_resumed_trains_exactly_as_one_that_never_stopped(tmp_path):
+    """Under DDP with a loader worker (PIL pipeline), a run stopped after epoch 1 and resumed
+    follows the uninterrupted run bit for bit: each epoch's permutation is dealt to the ranks
+    from the loader's own per-epoch generator (effssl_plugin.epoch_streams), not from a
+    DistributedSampler whose epoch Lightning sets after the resumed epoch's workers started."""
+    data = make_image_folder(tmp_path / "data", classes=3, per_class=7)
+    overrides = ddp_overrides(data, 3, "data.pipeline=pil", "data.num_workers=1")
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "resumed").mkdir()
+    run_probe(overrides, tmp_path / "straight", tmp_path / "probe_straight")
+    run_probe(overrides, tmp_path / "resumed", tmp_path / "probe_1", EFFSSL_PROBE_STOP_AFTER="1")
+    run_probe(overrides, tmp_path / "resumed", tmp_path / "probe_2")
+    for rank in (0, 1):
+        straight = checksums(tmp_path / "probe_straight", rank)
+        first, second = checksums(tmp_path / "probe_1", rank), checksums(tmp_path / "probe_2", rank)
+        assert len(straight) == 3 * 2 + 1 and first[-1][0] == second[0][0] == 2
+        assert first[:-1] + second == straight  # the bank before every step, and at the end
+    finals = []
+    for run in ("straight", "resumed"):
+        (run_dir,) = (tmp_path / run / "trained_models" / "effssl").iterdir()
+        (ckpt,) = run_dir.glob("*.ckpt")
+        finals.append(torch.load(ckpt, map_location="cpu")["state_dict"])
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

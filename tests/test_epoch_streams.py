@@ -1,5 +1,5 @@
 """Per-epoch random streams (effssl_plugin.epoch_streams): seeds, the loader's shuffle alone and
-under Lightning's DDP sampler, and the data stream's epoch saved and restored. The end-to-end
+split over ranks, and the data stream's epoch saved and restored. The end-to-end
 check (a stopped and resumed run equals one that never stopped) is in test_fault_tolerance."""
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ from conftest import require_solo
 
 require_solo()
 
-from lightning.pytorch.trainer.connectors.data_connector import (  # noqa: E402
-    _get_distributed_sampler,
-)
-from lightning.pytorch.trainer.states import RunningStage  # noqa: E402
-from lightning.pytorch.utilities.data import (  # noqa: E402
-    _is_dataloader_shuffled,
-    _update_dataloader,
-)
+import torch.distributed as dist  # noqa: E402
+from torch.utils.data import DistributedSampler  # noqa: E402
 
 from effssl_plugin.augment import seeded_generator, stream_seed  # noqa: E402
 from effssl_plugin.epoch_streams import EpochStreams, shuffled_loader  # noqa: E402
@@ -67,28 +61,30 @@ def test_the_loader_order_is_a_function_of_the_seed_and_epoch_only():
     assert len(loader) == 5  # drop_last, as solo-learn's loader
 
 
-def test_under_lightnings_ddp_sampler_the_ranks_share_one_permutation_of_the_epoch():
+def test_under_ddp_lightning_keeps_the_sampler_and_the_ranks_share_one_permutation(monkeypatch):
     def rank_orders(epoch: int) -> list[list[int]]:
         orders = []
         for rank in (0, 1):
-            loader = shuffled_loader(_Indexes(22), batch_size=2, num_workers=0)
-            assert not _is_dataloader_shuffled(loader)  # else Lightning would shuffle again
-            sampler = _get_distributed_sampler(
-                loader, False, overfit_batches=0, mode=RunningStage.TRAINING,
-                num_replicas=2, rank=rank,
-            )  # fmt: skip
-            ddp_loader = _update_dataloader(loader, sampler, mode=RunningStage.TRAINING)
-            assert ddp_loader.generator is loader.generator  # the generator EpochStreams seeds
+            loader = shuffled_loader(_Indexes(21), batch_size=2, num_workers=0)
+            # Lightning replaces or wraps (and reshuffles by seed + epoch) any training
+            # sampler that is not a DistributedSampler (DataConnector._requires_distributed_sampler)
+            assert isinstance(loader.sampler, DistributedSampler)
+            monkeypatch.setattr(dist, "is_initialized", lambda: True)
+            monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+            monkeypatch.setattr(dist, "get_rank", lambda r=rank: r)
             EpochStreams(9, loader.generator)._seed_data(epoch)
-            orders.append(_order(ddp_loader))
+            assert len(loader.sampler) == 11 and len(loader) == 5  # 21 over 2, padded
+            orders.append(list(loader.sampler))
         return orders
 
     first, second = rank_orders(4)
-    assert len(first) == len(second) == 10  # 11 indexes a rank, the partial batch dropped
-    interleaved = [i for pair in zip(first, second, strict=True) for i in pair]
-    assert len(set(interleaved)) == 20  # one permutation, dealt to the ranks in turn
-    assert interleaved != sorted(interleaved)
+    dealt = [i for pair in zip(first, second, strict=True) for i in pair]
+    assert sorted(dealt[:21]) == list(range(21)) and dealt[21] == dealt[0]  # one padded
+    assert dealt != sorted(dealt)
     assert rank_orders(4) == [first, second] and rank_orders(5) != [first, second]
+    monkeypatch.undo()
+    single = shuffled_loader(_Indexes(21), batch_size=2, num_workers=0)
+    assert len(single.sampler) == 21  # no process group: every index
 
 
 def test_each_epoch_seeds_torch_numpy_and_python_from_the_seed_and_epoch():

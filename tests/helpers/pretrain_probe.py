@@ -4,7 +4,8 @@ Runs :func:`effssl_plugin.main_pretrain.pretrain` with a probe callback that wri
 every rank, into ``$EFFSSL_PROBE_DIR``: the state right after restore (epoch, step, bank,
 optimizer state) and a checksum of the bank before every training step. With
 ``$EFFSSL_PROBE_NAN_AT_STEP=N`` it poisons a backbone weight before global step N; with
-``$EFFSSL_PROBE_SLEEP=S`` every step takes S seconds more (to kill a run mid-epoch); the
+``$EFFSSL_PROBE_SLEEP=S`` every step takes S seconds more (to kill a run mid-epoch); with
+``$EFFSSL_PROBE_STOP_AFTER=N`` the run stops after N epochs (after their checkpoint); the
 global step of the batch in progress is written to ``progress.txt``.
 Lightning's DDP launcher re-runs this same command for the other ranks.
 """
@@ -60,6 +61,11 @@ class Probe(Callback):
         if trainer.global_rank == 0:
             (self.out / "progress.txt").write_text(str(trainer.global_step))
         time.sleep(float(os.environ.get("EFFSSL_PROBE_SLEEP", "0")))
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        stop_after = int(os.environ.get("EFFSSL_PROBE_STOP_AFTER", "0"))
+        if stop_after and trainer.current_epoch + 1 >= stop_after:
+            trainer.should_stop = True
 
     def on_train_end(self, trainer, module) -> None:
         self.checksums.append((trainer.global_step, digest(module.bank.weight)))
