@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from effssl_plugin.augment import stream_seed
 
-__all__ = ["EpochShuffle", "EpochStreams", "shuffled_loader"]
+__all__ = ["EpochShuffle", "EpochStreams", "seed_step_stream", "shuffled_loader"]
 
 
 class EpochShuffle(DistributedSampler):
