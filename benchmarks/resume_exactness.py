@@ -1,9 +1,10 @@
 """Does a run stopped after an epoch and resumed train exactly as one that never stopped?
 
-For each pipeline (``tensor``; ``pil`` with 0 and 2 loader workers) it trains the tests' tiny
-CPU run (``tiny_overrides`` in tests/conftest.py, resnet10t, 48 random images, 3 epochs of 8
-steps) twice without a stop and once stopped after epoch 1 and resumed, and counts the
-checkpoint tensors (weights, buffers, bank) that differ from the first run's:
+For each pipeline (``tensor``; ``pil`` with 0 and 2 loader workers) it trains the golden
+trajectory's small CPU run (``golden_trajectory.trajectory_overrides``: the in-repository
+300-image CIFAR-10 fixture, resnet10t, batch 50, 3 steps an epoch, ``grad``) for 3 epochs,
+twice without a stop and once stopped after epoch 1 and resumed, and counts the checkpoint
+tensors (weights, buffers, bank) that differ from the first run's:
 
     python benchmarks/resume_exactness.py                        # the package as it is
     python benchmarks/resume_exactness.py --without-epoch-streams  # as before epoch_streams
@@ -18,18 +19,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tarfile
 import tempfile
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 PIPELINES = [("tensor", 0), ("pil", 0), ("pil", 2)]
 
 
 def train(data: Path, ckpt_dir: Path, pipeline: str, workers: int, stop_after: int) -> dict:
-    """A 3-epoch tiny run's newest checkpoint, stopped after ``stop_after`` epochs if > 0."""
+    """A 3-epoch run's newest checkpoint, stopped after ``stop_after`` epochs if > 0."""
     import torch
-    from conftest import compose, tiny_overrides
+    from golden_trajectory import trajectory_overrides
+    from hydra import compose, initialize_config_module
     from lightning.pytorch.callbacks import Callback
 
     from effssl_plugin.main_pretrain import pretrain
@@ -39,19 +41,18 @@ def train(data: Path, ckpt_dir: Path, pipeline: str, workers: int, stop_after: i
             if stop_after and trainer.current_epoch + 1 >= stop_after:
                 trainer.should_stop = True
 
-    overrides = tiny_overrides(
-        data,
-        3,
-        6,
-        16,
+    overrides = trajectory_overrides("grad", data, ckpt_dir) + [  # Hydra keeps the last value
+        "max_epochs=3",
         f"data.pipeline={pipeline}",
         f"data.num_workers={workers}",
         f"checkpoint.dir={ckpt_dir}",
+        "checkpoint.enabled=true",
         "checkpoint.frequency=1",
         "auto_resume.enabled=true",
-        "seed=3",
-    )
-    pretrain(compose("effssl", overrides), extra_callbacks=[StopAfter()])
+    ]
+    with initialize_config_module("effssl_plugin.configs", version_base="1.2"):
+        cfg = compose("effssl", overrides=overrides)
+    pretrain(cfg, extra_callbacks=[StopAfter()])
     newest = max(ckpt_dir.rglob("*.ckpt"), key=lambda p: torch.load(p)["global_step"])
     return torch.load(newest, map_location="cpu")
 
@@ -68,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--without-epoch-streams", action="store_true")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
-    sys.path.insert(0, str(REPO / "tests"))
     import torch
-    from conftest import make_image_folder
+    from golden_trajectory import FIXTURE
     from lightning.pytorch.callbacks import Callback
 
     import effssl_plugin.epoch_streams as epoch_streams
@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     label = "without epoch_streams" if args.without_epoch_streams else "with epoch_streams"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = make_image_folder(root / "data", classes=4, per_class=12)
+        with tarfile.open(FIXTURE) as tar:
+            tar.extractall(root / "data", filter="data")
+        (data,) = [d for d in (root / "data").iterdir() if d.is_dir()]
         for pipeline, workers in PIPELINES:
             name = f"{pipeline}-w{workers}"
             first = train(data, root / f"{name}-a", pipeline, workers, 0)
