@@ -59,7 +59,11 @@ INTRO = [
     "when the means differ by more than the larger of the two standard deviations *and* "
     "every seed of one arm is above every seed of the other; otherwise it is reported as "
     "not separated. 'kNN at N min' reads every run's curve at the shorter arm's mean "
-    "clipped training time (a run that finished earlier keeps its final value).",
+    "clipped training time (a run that finished earlier keeps its final value), and 'at "
+    "equal step cost' reads A where its steps cost what B's whole run does: both read the "
+    "longer arm in the middle of its cosine schedule, with its learning rate still high, so "
+    "they get no verdict; equal compute with a full schedule for every arm is protocol 02 "
+    "(`benchmarks/results/equal_compute`).",
     "",
     "| A | B | measure | A | B | A - B | verdict |",
     "|---|---|---|---|---|---|---|",
@@ -79,12 +83,19 @@ def step_seconds(arm: tuple[str, str]) -> float:
     return by_method[STEP_COST_METHOD[arm]]
 
 
-def row(a, b, what: str, va: list[float], vb: list[float]) -> str:
-    """One comparison's table row."""
+#: measures that read the costlier arm's curve before the end of its cosine schedule: shown,
+#: labelled, never given a verdict (issue 27: equal compute is protocol 02's full schedules)
+MID_SCHEDULE = ("minutes", "cost")
+MID_SCHEDULE_VERDICT = "no verdict: mid-schedule reading"
+
+
+def row(a, b, what: str, va: list[float], vb: list[float], verdict: str | None = None) -> str:
+    """One comparison's table row; its verdict by :func:`separated` unless ``verdict``."""
     (ma, sa), (mb, sb) = mean_std(va), mean_std(vb)
     return (
         f"| {label(*a)} | {label(*b)} | {what} | {ma:.2f} +- {sa:.2f} (n={len(va)}) | "
-        f"{mb:.2f} +- {sb:.2f} (n={len(vb)}) | {ma - mb:+.2f} | {separated(va, vb)} |"
+        f"{mb:.2f} +- {sb:.2f} (n={len(vb)}) | {ma - mb:+.2f} | "
+        f"{verdict or separated(va, vb)} |"
     )
 
 
@@ -118,7 +129,7 @@ def measured(a, b, measure: str, ra: dict, rb: dict, epochs: int):
         )
         va = [interpolate(rows, "clipped_s", budget) for rows in ra.values()]
         vb = [interpolate(rows, "clipped_s", budget) for rows in rb.values()]
-        return f"kNN at {budget / 60:.1f} min", va, vb
+        return f"kNN at {budget / 60:.1f} min (the longer arm mid-schedule)", va, vb
     if measure == "cost":
         at = epochs * step_seconds(b) / step_seconds(a)
         va = [interpolate(rows, "epoch", at) for rows in ra.values()]
@@ -154,5 +165,6 @@ def comparison_lines(runs: dict, epochs: int) -> list[str]:
         what, va, vb = measured(a, b, measure, ra, rb, epochs)
         va, vb = [v for v in va if v is not None], [v for v in vb if v is not None]
         if va and vb:
-            lines.append(row(a, b, what, va, vb))
+            verdict = MID_SCHEDULE_VERDICT if measure in MID_SCHEDULE else None
+            lines.append(row(a, b, what, va, vb, verdict))
     return lines + [""]

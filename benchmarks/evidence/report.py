@@ -237,7 +237,11 @@ def plot(args, runs: dict, reference) -> None:
             ax.plot(x, [m for m, _ in acc], marker="o", color=f"C{i}", label=name)
             low, high = [m - s for m, s in acc], [m + s for m, s in acc]
             ax.fill_between(x, low, high, color=f"C{i}", alpha=0.2)
-    for ax, xlabel in zip(axes, ("epochs", "training wall-clock (min, 2 CPU cores)"), strict=True):
+    wall_clock = (
+        "training wall-clock (min, 2 CPU cores); each curve is its own schedule,\n"
+        "so a point before a curve's end is mid-schedule, not equal compute"
+    )
+    for ax, xlabel in zip(axes, ("epochs", wall_clock), strict=True):
         if reference:
             ax.axhline(reference[0], color="gray", ls="--", label="untrained backbone")
             ax.axhline(reference[0] + 10, color="gray", ls=":", label="untrained + 10")
