@@ -241,6 +241,9 @@ def test_the_search_rule_picks_the_best_and_breaks_ties_towards_the_current_valu
     lr, why = choice({0.1: 33.9, 0.3: 33.0, 1.0: 31.0}, 0.3)  # within 1 point: the current
     assert lr == 0.3 and "tied" in why
     assert choice({0.1: 33.0, 0.3: 20.0, 0.9: 33.5}, 0.3)[0] == 0.1  # equally far: the lower
+    # x1/3 and x3 equally far although rounded to 3 digits (0.333 is not 1/3): the lower
+    assert choice({0.333: 23.86, 1.0: 20.80, 3.0: 23.98}, 1.0)[0] == 0.333
+    assert choice({0.0444: 36.88, 0.133: 36.96, 0.4: 33.06}, 0.4)[0] == 0.133  # 1 step, not 2
     assert choice({0.1: None, 0.3: float("nan"), 0.9: 25.0}, 0.3)[0] == 0.9  # diverged: no score
     assert choice({0.1: None}, 0.3) == (None, "no run finished with a finite score")
 
@@ -254,6 +257,8 @@ def test_the_search_extends_past_an_edge_of_the_grid_once():
     assert ext("simclr", dict(zip(grid[:2], [30.0, 33.0], strict=True))) is None  # unfinished
     ran = dict(zip(grid, [30.0, 31.0, 33.0], strict=True)) | {3.6: 20.0}
     assert ext("simclr", ran) is None  # once only
+    byol = [search.search_lr("byol", f) for f in search.SEARCH_FACTORS]  # 0.333, 1, 3
+    assert ext("byol", dict(zip(byol, [23.86, 20.80, 23.98], strict=True))) == "lr=0.111,wu=0"
     assert search.search_choice(ran, 0.4)[0] == 1.2
 
 

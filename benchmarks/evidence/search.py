@@ -77,13 +77,15 @@ def search_choice(scores: dict[float, float | None], recipe: float) -> tuple[flo
     run to its validation kNN top-1 at the last epoch (None: the run failed or diverged).
     The highest score wins; scores within :data:`SEARCH_TIE` points of it tie, and a tie goes
     to the learning rate closest to the current value ``recipe`` on a log scale, then to the
-    lower one. Returns (the chosen learning rate, the reason); (None, reason) without scores."""
+    lower one. Closeness is counted in grid steps (x3) to two decimals, so that x1/3 and x3
+    tie even where :func:`search_lr`'s three digits make them unequal (byol: 0.333 and 3).
+    Returns (the chosen learning rate, the reason); (None, reason) without scores."""
     valid = {lr: v for lr, v in scores.items() if v is not None and math.isfinite(v)}
     if not valid:
         return None, "no run finished with a finite score"
     best = max(valid.values())
     tied = sorted(lr for lr, v in valid.items() if v >= best - SEARCH_TIE)
-    chosen = min(tied, key=lambda lr: (abs(math.log(lr / recipe)), lr))
+    chosen = min(tied, key=lambda lr: (round(abs(math.log(lr / recipe, 3)), 2), lr))
     if len(tied) == 1:
         return chosen, f"highest ({best:.2f})"
     others = ", ".join(f"{lr:g}" for lr in tied if lr != chosen)
