@@ -242,7 +242,8 @@ def test_the_search_rule_picks_the_best_and_breaks_ties_towards_the_current_valu
     assert lr == 0.3 and "tied" in why
     assert choice({0.1: 33.0, 0.3: 20.0, 0.9: 33.5}, 0.3)[0] == 0.1  # equally far: the lower
     # x1/3 and x3 equally far although rounded to 3 digits (0.333 is not 1/3): the lower
-    assert choice({0.333: 23.86, 1.0: 20.80, 3.0: 23.98}, 1.0)[0] == 0.333
+    lr, why = choice({0.333: 23.86, 1.0: 20.80, 3.0: 23.98}, 1.0)
+    assert lr == 0.333 and why.endswith("as close to the current 1 as 3: the lower")
     assert choice({0.0444: 36.88, 0.133: 36.96, 0.4: 33.06}, 0.4)[0] == 0.133  # 1 step, not 2
     assert choice({0.1: None, 0.3: float("nan"), 0.9: 25.0}, 0.3)[0] == 0.9  # diverged: no score
     assert choice({0.1: None}, 0.3) == (None, "no run finished with a finite score")

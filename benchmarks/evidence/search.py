@@ -85,14 +85,16 @@ def search_choice(scores: dict[float, float | None], recipe: float) -> tuple[flo
         return None, "no run finished with a finite score"
     best = max(valid.values())
     tied = sorted(lr for lr, v in valid.items() if v >= best - SEARCH_TIE)
-    chosen = min(tied, key=lambda lr: (round(abs(math.log(lr / recipe, 3)), 2), lr))
+    steps = {lr: round(abs(math.log(lr / recipe, 3)), 2) for lr in tied}
+    chosen = min(tied, key=lambda lr: (steps[lr], lr))
     if len(tied) == 1:
         return chosen, f"highest ({best:.2f})"
     others = ", ".join(f"{lr:g}" for lr in tied if lr != chosen)
-    return chosen, (
-        f"tied within {SEARCH_TIE:g} of the best ({best:.2f}) with {others}: closest to the "
-        f"current {recipe:g}"
-    )
+    level = [f"{lr:g}" for lr in tied if lr != chosen and steps[lr] == steps[chosen]]
+    closest = f"closest to the current {recipe:g}"
+    if level:
+        closest = f"as close to the current {recipe:g} as {', '.join(level)}: the lower"
+    return chosen, f"tied within {SEARCH_TIE:g} of the best ({best:.2f}) with {others}: {closest}"
 
 
 def search_extension(method: str, scores: dict[float, float | None]) -> str | None:
