@@ -1,7 +1,7 @@
 """What the studies took (issue 27: "State what it took"): the training wall-clock of every run
 in the study folders given, summed per folder and method, from each run's ``time.csv`` (the
-seconds of training after each epoch, evaluations excluded, summed over sessions) and its
-``starts.log`` (the date of its first session).
+seconds of training after each epoch, evaluations excluded, summed over sessions, work that a
+restart lost and did again included) and its ``starts.log`` (the date of its first session).
 
     python benchmarks/compute_ledger.py benchmarks/results/lr_search \\
         benchmarks/results/equal_compute [--since 2026-12-04] [--out ledger.md]
@@ -35,6 +35,26 @@ class RunCost:
     first_start: str
 
 
+def trained(rows: list[list[str]]) -> tuple[int, float]:
+    """``(epochs, seconds)`` trained from a run's ``time.csv`` rows ``[epoch, cumulative
+    seconds]``. A session that resumes from an earlier checkpoint (epoch ``c``) writes epoch
+    ``c + 1`` again, counting on from the seconds recorded at ``c``; the work after ``c`` that
+    the earlier session did was lost and done again, so it counts too:
+    ``seconds = last + sum over restarts (seconds before the restart - seconds at c)``, and
+    the epochs likewise."""
+    epochs, seconds = 0, 0.0
+    at: dict[int, float] = {0: 0.0}  # the seconds recorded at each epoch, latest session
+    last = (0, 0.0)
+    for row in rows:
+        epoch, cumulative = int(row[0]), float(row[1])
+        if epoch <= last[0]:  # a restart from the checkpoint of epoch - 1
+            epochs += last[0] - (epoch - 1)
+            seconds += last[1] - at.get(epoch - 1, 0.0)
+        at[epoch] = cumulative
+        last = (epoch, cumulative)
+    return epochs + last[0], seconds + last[1]
+
+
 def run_cost(run_dir: Path) -> RunCost | None:
     """A run's training cost, or ``None`` for a run with no epoch recorded."""
     path = run_dir / "time.csv"
@@ -44,7 +64,7 @@ def run_cost(run_dir: Path) -> RunCost | None:
         rows = [r for r in csv.reader(f) if r and r[0] != "epoch"]
     if not rows:
         return None
-    epoch, seconds = int(rows[-1][0]), float(rows[-1][1])
+    epoch, seconds = trained(rows)
     starts_log = run_dir / "starts.log"
     log = starts_log.read_text().splitlines() if starts_log.exists() else []
     dates = sorted(m.group(1) for m in map(START.match, log) if m)

@@ -39,3 +39,20 @@ def test_hours_are_summed_per_folder_and_method_and_since_keeps_later_runs(tmp_p
     assert "| lr_search | simclr | 1 | 2 | 0.50 |" in table
     assert not any("| lr_search | effssl |" in line for line in table)  # first started 12-03
     assert table[-1] == "| **all** | | 2 | 5 | **2.00** |"
+
+
+def test_work_lost_to_a_restart_counts_as_trained():
+    rows = lambda *pairs: [[str(e), str(s)] for e, s in pairs]  # noqa: E731
+    trained = compute_ledger.trained
+    assert trained(rows((1, 100.0), (2, 200.0), (3, 300.0))) == (3, 300.0)  # one session
+    # paused after epoch 2's checkpoint, resumed from it: nothing lost
+    assert trained(rows((1, 100.0), (2, 200.0), (3, 310.0))) == (3, 310.0)
+    # resumed from epoch 2's checkpoint after epoch 3 had trained: epoch 3 trained twice
+    assert trained(rows((1, 100.0), (2, 200.0), (3, 300.0), (3, 305.0), (4, 405.0))) == (
+        5,
+        505.0,
+    )
+    # the checkpoint lost: started over from epoch 0 after 4 epochs
+    start_over = rows((1, 194.84), (2, 334.81), (3, 469.47), (4, 604.52), (1, 193.18), (2, 333.61))
+    epochs, seconds = trained(start_over)
+    assert epochs == 6 and abs(seconds - (604.52 + 333.61)) < 1e-9
